@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`. Each sets up its own .venv first.
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# This project's machines carry a CPU build of torch 2.13.0 on local disk.
+TORCH ?= torch==2.13.0
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+EXTRAS ?= export,ort,openvino,plot,dev
+# `make demo CAMVID=../shared/data/camvid` trains on CamVid instead of the synthetic default.
+CAMVID ?=
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test clean gpu-check
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check $(FIND_LINKS) "$(TORCH)"
+	$(PIP) install -q --disable-pip-version-check $(FIND_LINKS) -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PYTHON) -m fcn_deploy.benchmarks.demo --out $(DEMO_OUT) $(if $(CAMVID),--camvid $(CAMVID),)
+
+test: venv
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+gpu-check: venv
+	$(PYTHON) benchmarks/gpu_check.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Export stage (installed as ``fcn_deploy.export``): checkpoint -> ONNX, precision variants, parity. Imports torch and onnx."""

@@ -1,0 +1,13 @@
+"""The one exception type every fcn-deploy CLI turns into a single line and a non-zero exit."""
+
+
+class FcnError(Exception):
+    """A problem the user can fix (bad file, wrong shape, unknown name...).
+
+    CLIs catch it, print ``error: <message>`` on one line and exit with status 2.
+    """
+
+
+def unknown_name(kind: str, name: str, valid) -> FcnError:
+    """Registry error that lists the valid names (convention 4)."""
+    return FcnError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")

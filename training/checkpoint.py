@@ -1,0 +1,103 @@
+"""The checkpoint format: one ``.pt`` that rebuilds and deploys the model on its own.
+
+Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
+
+    {
+      "format": "fcn-deploy/checkpoint", "format_version": 1,
+      "model": {"arch": "fcn8s", "backbone": "resnet18", "num_classes": 11,
+                "learnable_upsampling": False},
+      "info": ModelInfo.to_dict(),      # class names, palette, input convention, ignore index
+      "state_dict": {...},               # the FCN's tensors
+      "metrics": {...},                  # validation metrics of these weights (may be empty)
+      "train": {...} | None,             # resume state (optimizer, scheduler, epoch, RNG, ...)
+    }
+
+Writes are atomic (temp file + rename). A file that is not ours, truncated or corrupt gets one
+:class:`FcnError` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from fcn_deploy._util import atomic_path
+from fcn_deploy.errors import FcnError
+from fcn_deploy.modelinfo import ModelInfo
+
+CHECKPOINT_FORMAT = "fcn-deploy/checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path,
+    model: torch.nn.Module,
+    info: ModelInfo,
+    *,
+    metrics: Optional[Dict[str, Any]] = None,
+    train_state: Optional[Dict[str, Any]] = None,
+) -> None:
+    model = getattr(model, "module", model)  # unwrap DDP
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "arch": model.arch,
+            "backbone": model.backbone_name,
+            "num_classes": model.num_classes,
+            "learnable_upsampling": bool(
+                next(m for n, m in model.named_modules() if n.startswith("upscore")).weight.requires_grad
+            ),
+        },
+        "info": info.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": dict(metrics or {}),
+        "train": train_state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path) -> Dict[str, Any]:
+    """Read and validate a checkpoint (weights_only=True). FcnError on anything else."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FcnError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise FcnError(f"checkpoint path is a folder: {path}") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FcnError(f"{path} is not a readable fcn-deploy checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise FcnError(f"{path} is not an fcn-deploy checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise FcnError(f"{path} has checkpoint format {ckpt.get('format_version')}, newer than this fcn-deploy reads ({FORMAT_VERSION})")
+    for key in ("model", "info", "state_dict"):
+        if not isinstance(ckpt.get(key), dict):
+            raise FcnError(f"{path} is a damaged fcn-deploy checkpoint (no '{key}')")
+    return ckpt
+
+
+def model_from_checkpoint(path_or_ckpt, *, eval_mode: bool = True) -> Tuple[torch.nn.Module, ModelInfo, Dict[str, Any]]:
+    """Rebuild the FCN from a checkpoint path (or an already loaded dict)."""
+    from fcn_deploy.training.models import build_model
+
+    ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
+    src = "checkpoint" if isinstance(path_or_ckpt, dict) else str(path_or_ckpt)
+    m = ckpt["model"]
+    model = build_model(
+        m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)),
+        learnable_upsampling=bool(m.get("learnable_upsampling", False)),
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise FcnError(f"{src}: weights do not fit {m.get('arch')}/{m.get('backbone')}: {str(e).splitlines()[0][:200]}") from None
+    info = ModelInfo.from_dict(ckpt["info"])
+    if info.num_classes != model.num_classes:
+        raise FcnError(f"{src}: info says {info.num_classes} classes, model has {model.num_classes}")
+    if eval_mode:
+        model.eval()
+    return model, info, ckpt
