@@ -1,0 +1,70 @@
+"""The one runner protocol every backend implements (design convention 3).
+
+A runner wraps one loaded model on one backend::
+
+    with OrtRunner("fcn8s.onnx", providers=["cpu"]) as r:
+        out = r.infer({"input": x})          # dict of numpy arrays in, dict out
+        print(r.last_timing)                  # Timing of that call
+
+``infer`` takes NCHW float32 (or what the model's input dtype is) and returns numpy arrays
+on the host. Runners record their own timing: ``compute_ms`` always; ``h2d_ms``/``d2h_ms``
+where the backend can separate transfers (TensorRT), else None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    total_ms: float
+    compute_ms: Optional[float] = None
+    h2d_ms: Optional[float] = None
+    d2h_ms: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    # Dimensions with None (or a string) for dynamic axes.
+    shape: Tuple[object, ...]
+
+
+class Runner:
+    """Base class: subclasses set ``backend`` and implement ``_infer``, ``inputs``, ``outputs``."""
+
+    backend: str = "?"
+    # What device/provider actually runs the model (e.g. "CPUExecutionProvider"), for logs.
+    device: str = "?"
+
+    def __init__(self):
+        self.last_timing: Optional[Timing] = None
+
+    # Specs of the model's inputs and outputs.
+    def inputs(self) -> List[TensorSpec]:
+        raise NotImplementedError
+
+    def outputs(self) -> List[TensorSpec]:
+        raise NotImplementedError
+
+    # Allowed input shape range (min, opt, max) for engines with profiles; None = any size.
+    def profile(self) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+        return None
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
