@@ -1,0 +1,329 @@
+"""Checkpoint -> ONNX with dynamic batch/height/width, metadata, checks and parity.
+
+Stable names (documented in docs/export.md):
+- input ``input``: float32 (N, 3, H, W), prepared with the ModelInfo convention;
+- output ``logits`` float32 (N, C, H, W) | ``probs`` float32 (N, C, H, W, softmax over C) |
+  ``labels`` int32 (N, H, W) (ArgMax over C then Cast to int32: TensorRT computes ArgMax
+  indices in int32 and onnxruntime in int64; the Cast makes the output int32 on both);
+- dynamic axes ``batch``, ``height``, ``width`` (unless ``batch=N`` / ``static_hw``).
+
+The exporter is torch's TorchScript-based one (``dynamo=False``): it turns the FCN crops into
+Shape -> Gather -> Slice with input-dependent ends and folds BatchNorm into Conv in eval
+mode; the parity check proves the result at odd sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+from fcn_deploy.errors import FcnError, unknown_name
+from fcn_deploy.modelinfo import INPUT_NAME, OUTPUT_NAMES, ModelInfo
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OUTPUT_KINDS = tuple(OUTPUT_NAMES)
+OPSET_RANGE = (13, 20)  # QDQ per-channel needs 13; torch's TorchScript exporter stops at 20
+# Above this many bytes of tensors the ONNX is saved with external data (protobuf's limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Size of the dummy input traced for a dynamic export.
+TRACE_HW = (64, 64)
+
+
+def _tool_version() -> str:
+    import fcn_deploy
+
+    return f"fcn-deploy {fcn_deploy.__version__}"
+
+
+def _state_sha256(model) -> str:
+    """sha256 over an in-memory model's tensors (name, dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve_source(source):
+    """``source`` -> (model in eval mode, ModelInfo, sha256). A checkpoint path (sha256 of the
+    file) or a ``(model, ModelInfo)`` pair (sha256 of the model's tensors)."""
+    if isinstance(source, (str, os.PathLike)):
+        from fcn_deploy._util import sha256_file
+        from fcn_deploy.training.checkpoint import model_from_checkpoint
+
+        model, info, _ = model_from_checkpoint(source)
+        return model.eval(), info, sha256_file(source)
+    if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[1], ModelInfo):
+        model, info = source
+        model = getattr(model, "module", model)
+        if getattr(model, "num_classes", info.num_classes) != info.num_classes:
+            raise FcnError(f"model has {model.num_classes} classes, its ModelInfo {info.num_classes}")
+        return model.eval(), info, _state_sha256(model)
+    raise FcnError("source must be a checkpoint path or a (model, ModelInfo) pair")
+
+
+def static_dims(onnx_path) -> Tuple[Optional[int], Optional[Tuple[int, int]]]:
+    """(static batch or None, static (H, W) or None) of an ONNX file's input."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    vals = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    n = vals[0] if vals else None
+    hw = (vals[2], vals[3]) if len(vals) == 4 and vals[2] and vals[3] else None
+    return n, hw
+
+
+class _Head:
+    """Wraps the FCN with the requested output (built lazily so torch is imported on use)."""
+
+    @staticmethod
+    def build(model, output_kind: str):
+        import torch
+
+        class Head(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                y = self.inner(x)
+                if output_kind == "labels":
+                    return torch.argmax(y, dim=1).to(torch.int32)
+                if output_kind == "probs":
+                    return torch.softmax(y, dim=1)
+                return y
+
+        return Head(model).eval()
+
+
+def _check_args(opset, precision, output_kind, batch, static_hw):
+    if precision not in PRECISIONS:
+        raise unknown_name("precision", precision, PRECISIONS)
+    if output_kind not in OUTPUT_KINDS:
+        raise unknown_name("output", output_kind, OUTPUT_KINDS)
+    if not isinstance(opset, int) or not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise FcnError(f"opset must be {OPSET_RANGE[0]}..{OPSET_RANGE[1]}, got {opset}")
+    if batch != "dynamic":
+        if isinstance(batch, str) and batch.isdigit():
+            batch = int(batch)
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise FcnError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+    if static_hw is not None:
+        if isinstance(static_hw, str):
+            from fcn_deploy.export.inputs import parse_size
+
+            static_hw = parse_size(static_hw)
+        if len(static_hw) != 2 or min(int(v) for v in static_hw) < 1:
+            raise FcnError(f"static size must be (H, W) with positive values, got {static_hw!r}")
+        static_hw = (int(static_hw[0]), int(static_hw[1]))
+    return batch, static_hw
+
+
+def _check_output_path(output: Path) -> None:
+    parent = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise FcnError(f"output is a folder: {output}")
+    if not parent.is_dir():
+        raise FcnError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise FcnError(f"output folder is not writable: {parent}")
+    if output.suffix.lower() != ".onnx":
+        log.warning("output %s does not end in .onnx", output)
+
+
+def torch_to_onnx(model, path, *, opset: int = 17, output_kind: str = "logits", batch="dynamic",
+                  static_hw=None) -> None:
+    """Run torch's exporter (TorchScript-based, ``dynamo=False``) into ``path``; no metadata."""
+    import torch
+
+    head = _Head.build(model, output_kind)
+    out_name = OUTPUT_NAMES[output_kind]
+    n = batch if isinstance(batch, int) else 2
+    h, w = static_hw if static_hw else TRACE_HW
+    dummy = torch.zeros(n, 3, h, w)
+    torch.manual_seed(0)
+    dummy.uniform_(-1, 1)
+    dyn = {}
+    if batch == "dynamic":
+        dyn[0] = "batch"
+    if static_hw is None:
+        dyn[2], dyn[3] = "height", "width"
+    out_dyn = dict(dyn)
+    if output_kind == "labels" and static_hw is None:
+        out_dyn = {k - 1 if k > 1 else k: v for k, v in dyn.items()}  # (N, H, W)
+    dynamic_axes = {INPUT_NAME: dyn, out_name: out_dyn} if dyn else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's DeprecationWarning, tracer warnings
+        with torch.no_grad():
+            torch.onnx.export(
+                head, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[out_name],
+                opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
+            )
+
+
+def _tensor_bytes(model) -> int:
+    import numpy as np
+    from onnx import helper
+
+    total = 0
+    for t in model.graph.initializer:
+        total += int(np.prod(t.dims, dtype=np.int64)) * max(1, np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize)
+    return total
+
+
+def set_metadata(model, info: ModelInfo) -> None:
+    """Write ``info`` into ``metadata_props`` (replacing earlier fcn-deploy keys)."""
+    from fcn_deploy.modelinfo import METADATA_PREFIX
+
+    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    for k, v in keep + sorted(info.to_metadata().items()):
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+
+
+def check_onnx_file(path) -> None:
+    """``onnx.checker.check_model(full_check=True)`` (includes strict shape inference)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise FcnError(f"ONNX check failed for {path}: {str(e).strip().splitlines()[0][:300]}") from None
+
+
+def save_onnx_atomic(model, output, *, check=None) -> Path:
+    """Save ``model`` at ``output`` atomically; external data ``<name>.data`` beside it when the
+    tensors exceed :data:`EXTERNAL_DATA_THRESHOLD`.
+
+    The file(s) are written in a temporary folder beside ``output`` under their final names,
+    ``check(temp_onnx_path)`` runs there (checker, parity), then the data file and last the
+    ONNX are renamed into place. On any failure nothing is left behind.
+    """
+    import onnx
+
+    output = Path(output)
+    _check_output_path(output)
+    parent = output.parent if str(output.parent) else Path(".")
+    tmpdir = Path(tempfile.mkdtemp(prefix="." + output.name + ".", suffix=".tmp", dir=parent))
+    try:
+        tmp = tmpdir / output.name
+        external = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        data_name = output.name + ".data"
+        if external:
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(tmp))
+        if check is not None:
+            check(tmp)
+        if external:
+            os.replace(tmpdir / data_name, parent / data_name)
+        os.replace(tmp, output)
+    except OSError as e:
+        raise FcnError(f"cannot write {output}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return output
+
+
+def export_onnx(
+    source,
+    output,
+    *,
+    opset: int = 17,
+    precision: str = "fp32",
+    output_kind: str = "logits",
+    batch: Union[str, int] = "dynamic",
+    static_hw: Optional[Tuple[int, int]] = None,
+    calib=None,
+    verify: bool = True,
+    verify_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    verify_engine: Optional[str] = None,
+    progress: bool = False,
+) -> Path:
+    """Export ``source`` (checkpoint path or ``(model, ModelInfo)``) to ``output`` (.onnx).
+
+    ``precision``: fp32 | fp16 | int8 (int8 needs ``calib``, a
+    :class:`fcn_deploy.export.precision.CalibConfig`). ``output_kind``: logits | labels |
+    probs. ``batch``: "dynamic" or a fixed N. ``static_hw``: (H, W) fixes height/width.
+    ``verify``: compare with PyTorch before the file is renamed into place (sizes
+    ``verify_sizes``, default 97x131 and 375x500, batch 1 and 2; a static export at its size).
+    Returns the output path. Raises FcnError on bad input or a failed check.
+    """
+    import onnx
+
+    t0 = time.perf_counter()
+    batch, static_hw = _check_args(opset, precision, output_kind, batch, static_hw)
+    output = Path(output)
+    _check_output_path(output)
+    if precision == "int8" and calib is None:
+        raise FcnError("int8 export needs calibration images (calib / --calib-data DIR)")
+    model, info, sha = resolve_source(source)
+    info = info.replace(
+        precision=precision, output=output_kind, input_name=INPUT_NAME,
+        output_name=OUTPUT_NAMES[output_kind], source_sha256=sha, tool_version=_tool_version(),
+    )
+
+    with tempfile.TemporaryDirectory(prefix="fcn-export-") as work:
+        raw = Path(work) / "raw.onnx"
+        log.info("exporting %s/%s (%d classes) to ONNX opset %d", info.arch, info.backbone, info.num_classes, opset)
+        torch_to_onnx(model, raw, opset=opset, output_kind=output_kind, batch=batch, static_hw=static_hw)
+        proto = onnx.load(str(raw))
+        log.info("torch export: %.1f s", time.perf_counter() - t0)
+
+        if precision == "fp16":
+            from fcn_deploy.export.precision import convert_fp16
+
+            proto = convert_fp16(proto)
+        elif precision == "int8":
+            from fcn_deploy.export.precision import quantize_int8
+
+            proto = quantize_int8(proto, info, calib, work_dir=Path(work), progress=progress)
+        proto.producer_name = "fcn-deploy"
+        proto.producer_version = _tool_version().split()[-1]
+        set_metadata(proto, info)
+
+        def check(tmp_path: Path) -> None:
+            check_onnx_file(tmp_path)
+            if not verify:
+                return
+            from fcn_deploy.export.verify import EXPORT_SIZES, verify_model
+
+            sizes = [static_hw] if static_hw else list(verify_sizes or EXPORT_SIZES)
+            engine = verify_engine or ("onnxruntime" if precision != "fp16" else _fp16_engine())
+            report = verify_model(
+                model, info, tmp_path, sizes=sizes, batch=2, static_batch=batch if isinstance(batch, int) else None,
+                engine=engine, progress=progress,
+            )
+            report = dataclasses.replace(report, onnx=str(output))
+            log.info("%s", report.format())
+            if not report.passed:
+                raise FcnError(
+                    f"exported ONNX does not match PyTorch ({precision}): " + "; ".join(report.failures)
+                    + " (nothing written; --no-verify skips this check)"
+                )
+
+        save_onnx_atomic(proto, output, check=check)
+    log.info("wrote %s in %.1f s", output, time.perf_counter() - t0)
+    return output
+
+
+def _fp16_engine() -> str:
+    from fcn_deploy.export.precision import FP16_VERIFY_ENGINE
+
+    return FP16_VERIFY_ENGINE
