@@ -1,0 +1,238 @@
+"""onnxruntime backend: ``OrtRunner(path, providers="auto")``.
+
+Providers, best first, when ``providers="auto"``: TensorRT EP (fp16 on by default, engine
+and timing caches under ``~/.cache/fcn_deploy/ort_trt``), CUDA EP, CPU EP. The CPU EP is
+always appended as the fallback. What onnxruntime actually uses is logged and kept in
+``runner.providers`` (``runner.device`` is the first one).
+
+The GPU providers' options follow onnxruntime's documented names (``trt_fp16_enable``,
+``trt_engine_cache_enable``, ``trt_engine_cache_path``, ``trt_timing_cache_enable``,
+``trt_timing_cache_path``, ``trt_profile_{min,opt,max}_shapes``, ``device_id``); the GPU paths
+are unverified on hardware (this project's machines have no NVIDIA GPU). Provider selection
+itself is the plain function :func:`resolve_providers`, tested on CPU.
+
+``session.run`` is thread-safe, so one runner may serve several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.errors import FcnError
+from fcn_deploy.modelinfo import ModelInfo
+from fcn_deploy.shapes import Profile, format_shape
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU = "CPUExecutionProvider"
+
+ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16",
+}
+
+
+def default_trt_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fcn_deploy" / "ort_trt"
+
+
+def provider_name(name: str) -> str:
+    """Short ("cuda") or full ("CUDAExecutionProvider") name -> full name."""
+    if name in PROVIDER_ALIASES.values() or name.endswith("ExecutionProvider"):
+        return name
+    key = name.strip().lower()
+    if key in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[key]
+    valid = sorted(set(PROVIDER_ALIASES) | {"auto"})
+    raise FcnError(f"unknown onnxruntime provider {name!r}; valid: {', '.join(valid)} (or a full *ExecutionProvider name)")
+
+
+def resolve_providers(
+    requested: Union[str, Sequence[str]],
+    available: Iterable[str],
+    *,
+    device_id: int = 0,
+    trt_fp16: bool = True,
+    trt_cache_dir: Optional[Union[str, Path]] = None,
+    trt_profile: Optional[Profile] = None,
+    input_name: str = "input",
+) -> List[Tuple[str, dict]]:
+    """The (provider, options) list to hand to ``InferenceSession``.
+
+    ``requested``: "auto", one name or a list of names, best first. A provider that this
+    onnxruntime build lacks is an error (with the list of what it has), except under "auto",
+    which takes what is there. The CPU provider always ends the list.
+    """
+    available = list(available)
+    if isinstance(requested, str):
+        requested = [requested]
+    requested = list(requested)
+    if not requested:
+        raise FcnError("no onnxruntime provider requested")
+    if len(requested) == 1 and requested[0].strip().lower() == "auto":
+        names = [p for p in AUTO_ORDER if p in available]
+    else:
+        names = []
+        for r in requested:
+            full = provider_name(r)
+            if full not in available:
+                short = {v: k for k, v in PROVIDER_ALIASES.items()}
+                have = ", ".join(f"{short.get(a, a)}" for a in available if a != "AzureExecutionProvider") or "none"
+                hint = " (install onnxruntime-gpu on an NVIDIA machine)" if full in AUTO_ORDER[:2] else ""
+                raise FcnError(f"onnxruntime provider {r!r} is not available here; available: {have}{hint}")
+            if full not in names:
+                names.append(full)
+    if CPU not in names:
+        names.append(CPU)
+    out = []
+    for name in names:
+        opts: dict = {}
+        if name == "TensorrtExecutionProvider":
+            cache = Path(trt_cache_dir) if trt_cache_dir else default_trt_cache_dir()
+            opts = {
+                "device_id": int(device_id),
+                "trt_fp16_enable": bool(trt_fp16),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+            }
+            if trt_profile is not None:
+                for key, shape in (("min", trt_profile.min), ("opt", trt_profile.opt), ("max", trt_profile.max)):
+                    opts[f"trt_profile_{key}_shapes"] = f"{input_name}:{format_shape(shape)}"
+        elif name == "CUDAExecutionProvider":
+            opts = {"device_id": int(device_id)}
+        out.append((name, opts))
+    return out
+
+
+def ort_dtype(type_str: str) -> str:
+    """onnxruntime's "tensor(float)" -> numpy's "float32"."""
+    if type_str in ORT_TYPES:
+        return ORT_TYPES[type_str]
+    raise FcnError(f"unsupported tensor type {type_str}")
+
+
+def _dims(shape) -> Tuple[object, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else None) for d in shape)
+
+
+class OrtRunner(Runner):
+    """One ONNX model in one onnxruntime ``InferenceSession``."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path,
+        *,
+        providers: Union[str, Sequence[str]] = "auto",
+        threads: Optional[int] = None,
+        device_id: int = 0,
+        trt_fp16: bool = True,
+        trt_cache_dir=None,
+        trt_profile: Optional[Profile] = None,
+        optimization: str = "all",
+    ):
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise FcnError("onnxruntime is not installed: pip install onnxruntime (or fcn-deploy[ort])") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FcnError(f"{self.path}: no such file")
+        chosen = resolve_providers(
+            providers, ort.get_available_providers(), device_id=device_id, trt_fp16=trt_fp16,
+            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile,
+        )
+        for name, opts in chosen:
+            if name == "TensorrtExecutionProvider":
+                Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        so = ort.SessionOptions()
+        if threads is not None:
+            if int(threads) < 0:
+                raise FcnError(f"threads must be >= 0 (0 = onnxruntime's default), got {threads}")
+            so.intra_op_num_threads = int(threads)
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if optimization not in levels:
+            raise FcnError(f"unknown optimization level {optimization!r}; valid: {', '.join(levels)}")
+        so.graph_optimization_level = levels[optimization]
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=so,
+                providers=[n for n, _ in chosen], provider_options=[o for _, o in chosen],
+            )
+        except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FcnError(f"{self.path}: onnxruntime cannot load this model ({first})") from None
+        self.providers = list(self.session.get_providers())
+        self.device = self.providers[0]
+        self.threads = threads
+        wanted = chosen[0][0]
+        if wanted != self.device:
+            log.warning("onnxruntime: %s was requested but the session runs on %s", wanted, self.device)
+        log.info("onnxruntime %s: %s on %s", ort.__version__, self.path.name, ", ".join(self.providers))
+        self._inputs = [TensorSpec(i.name, ort_dtype(i.type), _dims(i.shape)) for i in self.session.get_inputs()]
+        self._outputs = [TensorSpec(o.name, ort_dtype(o.type), _dims(o.shape)) for o in self.session.get_outputs()]
+        self._output_names = [o.name for o in self._outputs]
+
+    # -- metadata ------------------------------------------------------------------------------
+    def metadata(self) -> Dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo.from_metadata(self.metadata(), source=str(self.path))
+
+    # -- Runner protocol -----------------------------------------------------------------------
+    def inputs(self) -> List[TensorSpec]:
+        return list(self._inputs)
+
+    def outputs(self) -> List[TensorSpec]:
+        return list(self._outputs)
+
+    def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+        t0 = time.perf_counter()
+        try:
+            outs = self.session.run(self._output_names, feeds)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first}") from None
+        ms = (time.perf_counter() - t0) * 1e3
+        return dict(zip(self._output_names, outs)), Timing(total_ms=ms, compute_ms=ms)
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out, self.last_timing = self.infer_timed(feeds)
+        return out
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _shapes(feeds) -> str:
+    return ", ".join(f"{k} {format_shape(v.shape)} {v.dtype}" for k, v in feeds.items())

@@ -1,0 +1,147 @@
+"""Input shapes and optimization profiles: plain logic shared by fcn-build, the TensorRT
+runner and the Segmenter (no GPU needed, so all of it is tested on CPU).
+
+A :class:`Profile` is TensorRT's min/opt/max for the NCHW input. ONNX models with fixed
+dimensions get an equivalent profile (min = max on those axes) so the Segmenter applies the
+same "outside the profile" / ``resize="fit"`` logic to every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+from fcn_deploy.errors import FcnError
+
+Shape = Tuple[int, int, int, int]
+
+# Bounds used for dynamic axes of ONNX models (no real limit; big enough for any image).
+UNBOUNDED = 1 << 30
+
+
+def parse_shape(text: str, *, what: str = "shape") -> Shape:
+    """``"1x3x360x480"`` (also ``,`` or ``*`` separated) -> (1, 3, 360, 480)."""
+    if not isinstance(text, str) or not text.strip():
+        raise FcnError(f"{what}: empty; expected NxCxHxW such as 1x3x360x480")
+    parts = [p for p in text.strip().replace(",", "x").replace("*", "x").lower().split("x")]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise FcnError(f"{what}: {text!r} is not NxCxHxW (e.g. 1x3x360x480)") from None
+    if len(dims) != 4:
+        raise FcnError(f"{what}: {text!r} has {len(dims)} dimensions; expected 4 (NxCxHxW)")
+    if any(d < 1 for d in dims):
+        raise FcnError(f"{what}: {text!r} has a dimension < 1")
+    return dims  # type: ignore[return-value]
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) if d < UNBOUNDED else "any" for d in shape)
+
+
+@dataclass(frozen=True)
+class Profile:
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __post_init__(self):
+        for name in ("min", "opt", "max"):
+            v = tuple(int(d) for d in getattr(self, name))
+            if len(v) != 4:
+                raise FcnError(f"profile {name} must be NxCxHxW, got {v}")
+            object.__setattr__(self, name, v)
+        bad = [i for i in range(4) if not self.min[i] <= self.opt[i] <= self.max[i]]
+        if bad:
+            axes = ", ".join("NCHW"[i] for i in bad)
+            raise FcnError(
+                f"profile needs min <= opt <= max on every axis; not so on {axes}: "
+                f"min {format_shape(self.min)}, opt {format_shape(self.opt)}, max {format_shape(self.max)}"
+            )
+        if not self.min[1] == self.max[1]:
+            raise FcnError(f"profile channel count must be fixed, got {self.min[1]}..{self.max[1]}")
+
+    def describe(self) -> str:
+        return f"min {format_shape(self.min)}, opt {format_shape(self.opt)}, max {format_shape(self.max)}"
+
+    def to_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, d) -> "Profile":
+        try:
+            return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
+        except (KeyError, TypeError) as e:
+            raise FcnError(f"profile is malformed ({e}); expected min/opt/max lists") from None
+
+    @property
+    def channels(self) -> int:
+        return self.min[1]
+
+    @property
+    def max_batch(self) -> int:
+        return self.max[0]
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        return len(shape) == 4 and all(self.min[i] <= shape[i] <= self.max[i] for i in range(4))
+
+    def hw_fits(self, h: int, w: int) -> bool:
+        return self.min[2] <= h <= self.max[2] and self.min[3] <= w <= self.max[3]
+
+    def check(self, shape: Sequence[int], *, name: str = "input", what: str = "the engine's profile") -> None:
+        """Raise FcnError naming the profile when ``shape`` is outside it."""
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4:
+            raise FcnError(f"{name} must be NxCxHxW, got {shape}")
+        if shape[1] != self.min[1]:
+            raise FcnError(f"{name} has {shape[1]} channels; the model takes {self.min[1]}")
+        if not self.contains(shape):
+            hint = ""
+            if self.min[0] <= shape[0] <= self.max[0]:
+                hint = "; pass resize='fit' (fcn-predict --resize fit) to scale images into it, or rebuild with wider --min/--max"
+            else:
+                hint = f"; use batches of {self.min[0]}..{self.max[0]} images"
+            raise FcnError(f"{name} {format_shape(shape)} is outside {what} ({self.describe()}){hint}")
+
+    def fit_hw(self, h: int, w: int) -> Tuple[int, int]:
+        """A size inside the profile for an h x w image: unchanged when it fits; otherwise one
+        scale factor (aspect kept) when some factor lands both sides in range, else each side
+        clamped on its own."""
+        if self.hw_fits(h, w):
+            return h, w
+        lo = max(self.min[2] / h, self.min[3] / w)
+        hi = min(self.max[2] / h, self.max[3] / w)
+        if lo <= hi:
+            # The factor nearest to 1 within [lo, hi].
+            s = min(max(1.0, lo), hi)
+            nh = min(max(int(round(h * s)), self.min[2]), self.max[2])
+            nw = min(max(int(round(w * s)), self.min[3]), self.max[3])
+            return nh, nw
+        return min(max(h, self.min[2]), self.max[2]), min(max(w, self.min[3]), self.max[3])
+
+
+def profile_from_dims(shape: Sequence[object], *, channels: Optional[int] = None) -> Profile:
+    """The profile equivalent of an ONNX input shape: fixed ints stay fixed, dynamic axes
+    (None / strings / non-positive) span 1..UNBOUNDED."""
+    if len(shape) != 4:
+        raise FcnError(f"model input must be 4-D NCHW, got shape {tuple(shape)}")
+    lo, hi = [], []
+    for i, d in enumerate(shape):
+        if isinstance(d, int) and d > 0:
+            lo.append(d)
+            hi.append(d)
+        elif i == 1 and channels is not None:
+            lo.append(channels)
+            hi.append(channels)
+        else:
+            lo.append(1)
+            hi.append(UNBOUNDED)
+    return Profile(tuple(lo), tuple(lo), tuple(hi))
+
+
+def batches(n: int, max_batch: int):
+    """Split range(n) into consecutive chunks of at most max_batch."""
+    max_batch = max(1, int(max_batch))
+    for start in range(0, n, max_batch):
+        yield range(start, min(n, start + max_batch))
+
