@@ -1,0 +1,413 @@
+"""``fcn-bench``: latency, throughput and memory of one model, or of several side by side.
+
+Single model::
+
+    fcn-bench --onnx fcn8s.onnx --shape 1x3x360x480 --iterations 50 --json out.json
+    fcn-bench --torch model.pt --autocast bf16 --threads 2
+    fcn-bench --engine fcn8s.plan --shape 1x3x512x512       # TensorRT, unverified here
+
+Comparison (same inputs, one process, iterations interleaved round-robin; ratios to the first)::
+
+    fcn-bench --compare torch:model.pt onnx:fcn8s.onnx onnx:fcn8s-int8.onnx openvino:fcn8s.onnx
+
+Every target's timed loop sees the same pixels (random uint8 images with a fixed seed, or
+``--images DIR``), normalised per that model's own convention. Pre- and post-processing are
+timed apart from inference, through the runtime's own code (fcn_deploy.image / segmenter).
+
+See docs/benchmarks.md for the JSON keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fcn_deploy._util import run_cli
+from fcn_deploy.benchmarks import report as rep
+from fcn_deploy.benchmarks import runtime
+from fcn_deploy.benchmarks.stats import CV_WARN_THRESHOLD
+from fcn_deploy.benchmarks.targets import (
+    OpenedTarget, TargetSpec, backends_help, error_text, open_target, parse_target, peak_rss_mb,
+    unique_labels,
+)
+from fcn_deploy.errors import FcnError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHAPE = (1, 3, 360, 480)
+DEFAULT_WARMUP = 3
+DEFAULT_ITERATIONS = 20
+# Pre/post-processing is timed on this many calls per target and shape (it is cheap and stable).
+PREPOST_ITERATIONS = 10
+# Pause between targets in an interleaved run (not part of any measurement).
+DEFAULT_SETTLE_MS = 20.0
+# Distinct input batches cycled through the timed loop.
+INPUT_POOL = 4
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    shapes: Tuple[Tuple[int, int, int, int], ...] = (DEFAULT_SHAPE,)
+    warmup: int = DEFAULT_WARMUP
+    iterations: Optional[int] = DEFAULT_ITERATIONS
+    duration_s: Optional[float] = None
+    threads: Optional[int] = None
+    seed: int = 0
+    images: Optional[str] = None
+    prepost: bool = True
+    cv_threshold: float = CV_WARN_THRESHOLD
+    # Idle pause between two targets' calls in an interleaved run, so one runtime's spinning
+    # worker threads (onnxruntime, OpenMP, TBB) go to sleep before the next target runs.
+    settle_ms: float = DEFAULT_SETTLE_MS
+
+    def __post_init__(self):
+        if not self.shapes:
+            raise FcnError("no --shape to benchmark")
+        if self.warmup < 0:
+            raise FcnError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.iterations is not None and self.iterations < 1:
+            raise FcnError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise FcnError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if self.iterations is None and self.duration_s is None:
+            raise FcnError("give --iterations or --duration")
+        if self.settle_ms < 0:
+            raise FcnError(f"--settle-ms must be >= 0, got {self.settle_ms}")
+        if self.threads is not None and self.threads < 1:
+            raise FcnError(f"--threads must be >= 1, got {self.threads}")
+
+
+_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
+
+
+def parse_shape(text: str) -> Tuple[int, int, int, int]:
+    """``NxCxHxW`` (e.g. 1x3x360x480) -> a tuple; C must be 3."""
+    m = _SHAPE_RE.match(text)
+    if not m:
+        raise FcnError(f"--shape {text!r} is not NxCxHxW (e.g. 1x3x360x480)")
+    n, c, h, w = (int(v) for v in m.groups())
+    if min(n, h, w) < 1:
+        raise FcnError(f"--shape {text!r}: N, H and W must be >= 1")
+    if c != 3:
+        raise FcnError(f"--shape {text!r}: FCN models take 3 channels (RGB), got C={c}")
+    return (n, c, h, w)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+def pixel_batches(shape, *, seed: int, images: Optional[str] = None, pool: int = INPUT_POOL) -> List[np.ndarray]:
+    """``pool`` batches of N x H x W x 3 uint8 RGB pixels: real images resized to H x W, or
+    uniform random pixels from a fixed seed (never all zeros)."""
+    n, _, h, w = shape
+    if images:
+        from fcn_deploy.image import resize_rgb
+
+        files = runtime.list_images(images)
+        imgs = [resize_rgb(runtime.load_image(f), (h, w)) for f in files[: max(1, n * pool)]]
+        count = max(1, min(pool, math.ceil(len(imgs) / n)))
+        return [np.stack([imgs[(b * n + i) % len(imgs)] for i in range(n)]) for b in range(count)]
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8) for _ in range(pool)]
+
+
+def _feeds_for(target: OpenedTarget, batches: List[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+    spec = target.runner.inputs()[0]
+    dtype = np.dtype(spec.dtype) if spec.dtype in ("float32", "float16") else np.float32
+    info = target.info or runtime.default_info()
+    return [{spec.name: runtime.preprocess(list(b), info, dtype=dtype)} for b in batches]
+
+
+# -- the timed loop -------------------------------------------------------------------------------
+
+@dataclass
+class Series:
+    """Raw per-iteration measurements of one target at one shape."""
+
+    label: str
+    shape: Tuple[int, int, int, int]
+    latency_ms: List[float] = field(default_factory=list)
+    h2d_ms: List[Optional[float]] = field(default_factory=list)
+    compute_ms: List[Optional[float]] = field(default_factory=list)
+    d2h_ms: List[Optional[float]] = field(default_factory=list)
+    pre_ms: List[float] = field(default_factory=list)
+    post_ms: List[float] = field(default_factory=list)
+    error: Optional[str] = None
+    last_output: Optional[np.ndarray] = None
+
+
+def _call(target: OpenedTarget, feeds, series: Series, record: bool) -> None:
+    t0 = time.perf_counter()
+    out = target.runner.infer(feeds)
+    dt = (time.perf_counter() - t0) * 1000.0
+    if not record:
+        return
+    series.latency_ms.append(dt)
+    t = getattr(target.runner, "last_timing", None)
+    series.h2d_ms.append(getattr(t, "h2d_ms", None))
+    series.compute_ms.append(getattr(t, "compute_ms", None))
+    series.d2h_ms.append(getattr(t, "d2h_ms", None))
+    series.last_output = next(iter(out.values())) if out else None
+
+
+def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progress=None) -> Dict[str, Series]:
+    """Warm up, then time every working target at ``shape``, interleaved round-robin.
+
+    Round r starts at target r mod k (k targets), so no target always runs right after the
+    same neighbour. A target that raises is dropped for this shape; its series keeps the error.
+    """
+    batches = pixel_batches(shape, seed=config.seed, images=config.images)
+    series = {t.spec.label: Series(t.spec.label, tuple(shape)) for t in targets}
+    active: List[OpenedTarget] = []
+    feeds: Dict[str, List[Dict[str, np.ndarray]]] = {}
+    for t in targets:
+        if t.error:
+            series[t.spec.label].error = t.error
+            continue
+        try:
+            feeds[t.spec.label] = _feeds_for(t, batches)
+        except Exception as e:
+            series[t.spec.label].error = error_text(e)
+            continue
+        active.append(t)
+
+    def one_round(r: int, record: bool) -> None:
+        if not active:
+            return
+        k = r % len(active)
+        for t in active[k:] + active[:k]:
+            if len(active) > 1 and config.settle_ms:
+                time.sleep(config.settle_ms / 1000.0)
+            s = series[t.spec.label]
+            try:
+                f = feeds[t.spec.label]
+                _call(t, f[r % len(f)], s, record)
+            except Exception as e:  # the others still run
+                log.debug("%s failed at %s", t.spec.label, shape, exc_info=True)
+                s.error = error_text(e)
+                active.remove(t)
+
+    for r in range(config.warmup):
+        one_round(r, record=False)
+        if progress:
+            progress(f"warm-up {r + 1}/{config.warmup}")
+    start = time.perf_counter()
+    r = 0
+    while active:
+        if config.iterations is not None and r >= config.iterations:
+            break
+        if config.duration_s is not None and r >= 1 and time.perf_counter() - start >= config.duration_s:
+            break
+        one_round(r, record=True)
+        r += 1
+        if progress:
+            total = config.iterations if config.iterations is not None else None
+            progress(f"iteration {r}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
+    if config.prepost:
+        for t in active:
+            s = series[t.spec.label]
+            try:
+                s.pre_ms, s.post_ms = _time_prepost(t, batches[0], s.last_output)
+            except Exception as e:
+                log.warning("%s: pre/post-processing could not be timed: %s", t.spec.label, error_text(e))
+    return series
+
+
+def _time_prepost(target: OpenedTarget, pixels: np.ndarray, output: Optional[np.ndarray]):
+    """Time the runtime's pre-processing (uint8 images -> input tensor) and post-processing
+    (model output -> per-pixel labels at the image size) on full-size images."""
+    info = target.info or runtime.default_info()
+    images = list(pixels)
+    pre, post = [], []
+    for _ in range(PREPOST_ITERATIONS):
+        t0 = time.perf_counter()
+        runtime.preprocess(images, info)
+        pre.append((time.perf_counter() - t0) * 1000.0)
+    if output is not None:
+        size = images[0].shape[:2]
+        for _ in range(PREPOST_ITERATIONS):
+            t0 = time.perf_counter()
+            runtime.postprocess(output, info, size)
+            post.append((time.perf_counter() - t0) * 1000.0)
+    return pre, post
+
+
+def run_benchmark(specs: Sequence[TargetSpec], config: BenchConfig, *, progress=None) -> dict:
+    """Open every target, time every shape, and return the JSON report (see report.py)."""
+    specs = unique_labels(list(specs))
+    opened: List[OpenedTarget] = []
+    try:
+        for s in specs:
+            if progress:
+                progress(f"loading {s.label}")
+            t = open_target(s, threads=config.threads)
+            if t.error:
+                log.warning("%s: %s", s.label, t.error)
+            opened.append(t)
+        all_series = []
+        for shape in config.shapes:
+            label = "x".join(map(str, shape))
+            cb = (lambda msg, _l=label: progress(f"{_l}: {msg}")) if progress else None
+            res = run_shape(opened, shape, config, progress=cb)
+            all_series.extend(res[t.spec.label] for t in opened)
+        return rep.build_report(opened, all_series, config, peak_rss_mb=peak_rss_mb())
+    finally:
+        for t in opened:
+            t.close()
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fcn-bench",
+        description="Benchmark FCN inference (latency, throughput, memory), alone or side by side.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="backends for --compare BACKEND:PATH:\n" + backends_help(),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--engine", metavar="PLAN", help="TensorRT engine (unverified on this machine)")
+    src.add_argument("--onnx", metavar="MODEL", help="ONNX model on onnxruntime")
+    src.add_argument("--openvino", metavar="MODEL", help="ONNX or OpenVINO IR model on OpenVINO (CPU)")
+    src.add_argument("--torch", metavar="CHECKPOINT", help="PyTorch checkpoint (the baseline)")
+    src.add_argument("--compare", nargs="+", metavar="BACKEND:PATH",
+                     help="several targets in one process, interleaved; ratios to the first")
+    src.add_argument("--formats", metavar="CHECKPOINT",
+                     help="export every precision this machine can run and tabulate size, mean IU, latency")
+    p.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
+    p.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
+    p.add_argument("--autocast", choices=("bf16", "fp16"), help="autocast dtype for --torch")
+    p.add_argument("--compile", action="store_true", help="torch.compile the --torch model")
+    p.add_argument("--shape", action="append", metavar="NxCxHxW",
+                   help=f"input shape, repeatable (default {'x'.join(map(str, DEFAULT_SHAPE))})")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up iterations per target and shape")
+    runs = p.add_mutually_exclusive_group()
+    runs.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS})")
+    runs.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
+    p.add_argument("--threads", type=int, help="CPU threads for the backend (torch.set_num_threads / ORT intra-op / OpenVINO)")
+    p.add_argument("--images", metavar="DIR", help="real images (resized to each shape) instead of random pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
+    p.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
+                   help="idle pause between targets in --compare so spinning worker threads sleep (not timed)")
+    p.add_argument("--no-prepost", action="store_true", help="skip timing pre/post-processing")
+    p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution (needs matplotlib)")
+    # --formats
+    p.add_argument("--data", metavar="DIR", help="dataset for --formats (mean IU per format)")
+    p.add_argument("--format", dest="data_format", default="camvid", help="dataset layout for --formats: camvid|voc|folders")
+    p.add_argument("--split", default="val", help="dataset split for --formats")
+    p.add_argument("--limit", type=int, help="--formats: evaluate on at most N images")
+    p.add_argument("--out-dir", metavar="DIR", help="--formats: keep the exported files here (default: a temp folder)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def _single_spec(a) -> TargetSpec:
+    if a.engine:
+        return TargetSpec("plan", a.engine, f"plan:{a.engine}")
+    if a.onnx:
+        name = {"cpu": "onnx", "cuda": "onnx-cuda", "trt": "onnx-trt"}[a.provider]
+        return TargetSpec(name, a.onnx, f"{name}:{a.onnx}")
+    if a.openvino:
+        name = "openvino" if a.ov_precision == "f32" else "openvino-bf16"
+        return TargetSpec(name, a.openvino, f"{name}:{a.openvino}")
+    name = "torch"
+    if a.device == "cuda":
+        name = "torch-cuda-fp16" if a.autocast == "fp16" else "torch-cuda"
+        if a.autocast == "bf16" or a.compile:
+            raise FcnError("--device cuda supports --autocast fp16 only (no bf16/--compile variant registered)")
+    elif a.compile:
+        name = "torch-compile-bf16" if a.autocast == "bf16" else "torch-compile"
+        if a.autocast == "fp16":
+            raise FcnError("--compile with --autocast fp16 is not a registered variant; use bf16")
+    elif a.autocast:
+        name = f"torch-{a.autocast}"
+    return TargetSpec(name, a.torch, f"{name}:{a.torch}")
+
+
+def _check_outputs(a) -> None:
+    for opt, path in (("--json", a.json), ("--markdown", a.markdown), ("--plot", a.plot)):
+        if path:
+            parent = Path(path).parent
+            if not parent.is_dir():
+                raise FcnError(f"{opt}: folder {parent} does not exist")
+    if a.plot and not a.plot.lower().endswith(".png"):
+        raise FcnError(f"--plot {a.plot!r}: give a .png file name")
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    tty = sys.stderr.isatty()
+
+    def cb(msg: str) -> None:
+        if tty:
+            sys.stderr.write("\r\033[K" + msg)
+            sys.stderr.flush()
+        elif msg.startswith("loading") or ": warm-up 1/" in msg:
+            print(msg, file=sys.stderr)
+
+    return cb
+
+
+def _main(argv) -> int:
+    a = _parser().parse_args(argv)
+    _check_outputs(a)
+    if a.formats:
+        from fcn_deploy.benchmarks import formats
+
+        return formats.run_cli_formats(a)
+    if a.images and not Path(a.images).is_dir():
+        raise FcnError(f"--images: folder not found: {a.images}")
+    shapes = tuple(parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))]))
+    config = BenchConfig(
+        shapes=shapes, warmup=a.warmup,
+        iterations=None if a.duration is not None else (DEFAULT_ITERATIONS if a.iterations is None else a.iterations),
+        duration_s=a.duration, threads=a.threads, seed=a.seed, images=a.images, prepost=not a.no_prepost,
+        settle_ms=a.settle_ms,
+    )
+    specs = [parse_target(t) for t in a.compare] if a.compare else [_single_spec(a)]
+    if not a.compare:
+        # A single model that cannot be opened is a plain CLI error (one line, exit 2).
+        probe = specs[0]
+        if not Path(probe.path).exists():
+            raise FcnError(f"file not found: {probe.path}")
+    progress = _progress(a.quiet)
+    report = run_benchmark(specs, config, progress=progress)
+    if progress and sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    if not a.compare and report["targets"][0]["error"]:
+        raise FcnError(f"{specs[0].label}: {report['targets'][0]['error']}")
+    print(rep.render_text(report))
+    if a.json:
+        rep.write_json(report, a.json)
+        print(f"wrote {a.json}")
+    if a.markdown:
+        rep.write_markdown(report, a.markdown)
+        print(f"wrote {a.markdown}")
+    if a.plot:
+        note = rep.write_plot(report, a.plot)
+        print(note)
+    ok = any(r["error"] is None for r in report["results"])
+    if not ok:
+        print("error: no target produced a measurement", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
