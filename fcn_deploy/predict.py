@@ -1,0 +1,137 @@
+"""``fcn-predict``: label maps (and overlays) for images and folders of images.
+
+::
+
+    fcn-predict --model fcn8s.onnx street.jpg more_images/ --out preds/ [--overlay] [--alpha 0.5]
+                [--labels-only] [--backend auto|onnxruntime|openvino|tensorrt] [--resize fit]
+
+For every input image ``X.ext`` it writes ``OUT/X.png``: a palette PNG whose pixel values are
+the class ids (viewable in any image viewer thanks to the palette). With ``--overlay`` also
+``OUT/X_overlay.png`` (the colorized mask over the image, ``--alpha`` = mask weight).
+``--labels-only`` writes the class ids as plain 8-bit grey PNGs without a palette (for tools
+such as OpenCV that expand palettes into colours). Images found in a folder keep their
+sub-folder path under ``OUT``. Every file is written atomically.
+
+An image that cannot be read or segmented is reported and skipped; the others are processed.
+Exit status: 0 all written, 1 some images failed, 2 usage or model errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+from fcn_deploy._util import run_cli
+from fcn_deploy.errors import FcnError
+from fcn_deploy.image import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
+    p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (mask blended over the image)")
+    g.add_argument("--labels-only", action="store_true", help="write plain grey class-id PNGs without a palette")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
+    p.add_argument("--backend", default="auto", help="auto (default), onnxruntime, openvino or tensorrt")
+    p.add_argument("--resize", choices=["fit"], default=None,
+                   help="fit: scale images outside the model's accepted sizes into them (and labels back)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/OpenVINO")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def collect_inputs(inputs: List[str]) -> List[Tuple[Path, Path]]:
+    """(image path, output stem relative to OUT) for every input; folders are searched
+    recursively for image extensions. Missing paths and name clashes are usage errors."""
+    out: List[Tuple[Path, Path]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                log.warning("%s: no images (%s) in this folder", p, " ".join(IMAGE_EXTENSIONS))
+            out.extend((f, f.relative_to(p).with_suffix("")) for f in found)
+        elif p.exists():
+            out.append((p, Path(p.stem)))
+        else:
+            raise FcnError(f"{p}: no such file or folder")
+    seen = {}
+    for src, stem in out:
+        if stem in seen and seen[stem] != src:
+            raise FcnError(f"{seen[stem]} and {src} would both write {stem}.png; pass them in separate runs")
+        seen[stem] = src
+    return out
+
+
+def _main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise FcnError(f"--alpha must be within [0, 1], got {args.alpha}")
+    items = collect_inputs(args.inputs)
+    if not items:
+        raise FcnError("no images found in the given inputs")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FcnError(f"--out {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from fcn_deploy.segmenter import Segmenter
+
+    options = {}
+    if args.threads is not None:
+        options["threads"] = args.threads
+    seg = Segmenter.load(args.model, backend=args.backend, **options)
+    print(f"{args.model}: {seg.info.arch}/{seg.info.backbone}, {seg.num_classes} classes, {seg.backend} on {seg.device}")
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional at runtime
+        tqdm = None
+    bar = tqdm(items, unit="img", disable=None if not args.no_progress else True) if tqdm else items
+    failed = []
+    written = 0
+    infer_ms = overhead_ms = 0.0
+    try:
+        for src, stem in bar:
+            try:
+                res = seg.segment(src, resize=args.resize)
+                dest = out_dir / stem.parent
+                dest.mkdir(parents=True, exist_ok=True)
+                res.save_labels(out_dir / f"{stem}.png", with_palette=not args.labels_only)
+                if args.overlay:
+                    res.save_overlay(out_dir / f"{stem}_overlay.png", alpha=args.alpha)
+                written += 1
+                t = seg.last_timing
+                if t is not None:
+                    infer_ms += t.infer_ms
+                    overhead_ms += t.overhead_ms
+            except FcnError as e:
+                failed.append(src)
+                msg = str(e)
+                if not msg.startswith(str(src)):
+                    msg = f"{src}: {msg}"
+                log.error("skipped %s", msg)
+    finally:
+        seg.close()
+    print(f"wrote {written} label map(s){' and overlays' if args.overlay else ''} to {out_dir}"
+          + (f"; inference {infer_ms / max(written, 1):.1f} ms/img, pre+post {overhead_ms / max(written, 1):.1f} ms/img" if written else ""))
+    if failed:
+        print(f"{len(failed)} of {len(items)} image(s) failed: {', '.join(str(f) for f in failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
