@@ -1,0 +1,454 @@
+"""Precision variants baked into the ONNX graph: fp16 and int8 QDQ.
+
+TensorRT 11 is strongly typed (no builder precision flags), so the precision lives in the
+ONNX file itself.
+
+fp16 (:func:`convert_fp16`), written with ``onnx`` alone:
+- every float32 initializer / Constant consumed by float16 compute becomes float16;
+- every node computes in float16 except the ops in :data:`KEEP_FP32_OPS` (ArgMax, Softmax,
+  LogSoftmax: the tail of a ``labels`` / ``probs`` model runs in float32 on float32 logits) and
+  nodes named in ``keep_nodes``; Cast nodes are inserted where the two meet;
+- graph I/O stays float32 by default (``io="fp16"`` makes the float I/O float16); the
+  ``labels`` output stays int32.
+Shape-only consumers (Shape, Size) read a tensor of any type and get no Cast.
+
+int8 (:func:`quantize_int8`): onnxruntime's static QDQ quantization calibrated on real images
+(see the function's docstring for the TensorRT-oriented choices).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fcn_deploy.errors import FcnError, unknown_name
+
+log = logging.getLogger(__name__)
+
+KEEP_FP32_OPS = frozenset({"ArgMax", "ArgMin", "Softmax", "LogSoftmax"})
+# Ops that only read the shape of their input: any dtype, never a Cast.
+_SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+# Ops whose output float type is fixed by an attribute, not by their inputs.
+_TYPE_FIXED_OPS = frozenset({"Cast", "CastLike", "ArgMax", "ArgMin", "Shape", "Size", "QuantizeLinear"})
+
+# CPU execution used to verify an fp16 ONNX (see docs/export.md "fp16 on this CPU").
+FP16_VERIFY_ENGINE = "onnxruntime"
+
+
+# ------------------------------------------------------------------------------------------------
+# fp16
+# ------------------------------------------------------------------------------------------------
+
+
+def _float_tensor_types(model) -> Dict[str, int]:
+    """name -> elem_type for every tensor whose type shape inference knows."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    g = inferred.graph
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    for t in g.initializer:
+        types[t.name] = t.data_type
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+    return types
+
+
+def convert_fp16(model, *, io: str = "fp32", keep_ops: Iterable[str] = KEEP_FP32_OPS,
+                 keep_nodes: Sequence[str] = ()):
+    """Return a float16 copy of an fp32 ONNX ``model`` (see module docstring).
+
+    ``io``: "fp32" (default) keeps float graph inputs/outputs float32, "fp16" makes them float16.
+    ``keep_ops`` / ``keep_nodes``: op types / node names that stay float32.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if io not in ("fp32", "fp16"):
+        raise unknown_name("fp16 I/O type", io, ("fp32", "fp16"))
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    src = model
+    model = onnx.ModelProto()
+    model.CopyFrom(src)
+    g = model.graph
+    types = _float_tensor_types(model)
+    keep_ops, keep_nodes = frozenset(keep_ops), frozenset(keep_nodes)
+
+    def is_float(name: str) -> bool:
+        return types.get(name) in (FLOAT, HALF)
+
+    def node_half(n) -> bool:
+        return n.op_type not in keep_ops and n.name not in keep_nodes
+
+    # Home precision of each float tensor: the type it is produced in.
+    home: Dict[str, int] = {}
+    io_type = HALF if io == "fp16" else FLOAT
+    graph_inputs = {i.name for i in g.input}
+    for i in g.input:
+        if types.get(i.name) == FLOAT:
+            home[i.name] = io_type
+            i.type.tensor_type.elem_type = io_type
+
+    consumers: Dict[str, List] = {}
+    for n in g.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+
+    # Initializers: float16 when every float consumer computes in float16.
+    for t in g.initializer:
+        if t.data_type != FLOAT:
+            continue
+        users = consumers.get(t.name, [])
+        if users and all(node_half(u) or u.op_type in _SHAPE_ONLY_OPS for u in users):
+            arr = numpy_helper.to_array(t)
+            _warn_range(t.name, arr)
+            t.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), t.name))
+            home[t.name] = HALF
+        else:
+            home[t.name] = FLOAT
+
+    new_nodes = []
+    casts: Dict[Tuple[str, int], str] = {}
+
+    def cast_to(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in casts:
+            out = f"{name}__to_{'fp16' if to == HALF else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=to,
+                                              name=f"{name}__cast_{'fp16' if to == HALF else 'fp32'}"))
+            casts[key] = out
+        return casts[key]
+
+    for n in g.node:
+        half = node_half(n)
+        want = HALF if half else FLOAT
+        if n.op_type == "Constant" and half:
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == FLOAT:
+                    arr = numpy_helper.to_array(a.t)
+                    _warn_range(n.name or n.output[0], arr)
+                    a.t.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), a.t.name))
+            home[n.output[0]] = HALF if types.get(n.output[0]) == FLOAT else types.get(n.output[0])
+            new_nodes.append(n)
+            continue
+        if n.op_type not in _SHAPE_ONLY_OPS and n.op_type not in ("Cast",):
+            for k, x in enumerate(n.input):
+                if x and is_float(x) and x in home and home[x] != want:
+                    n.input[k] = cast_to(x, want)
+        new_nodes.append(n)
+        for y in n.output:
+            if not y or types.get(y) not in (FLOAT, HALF):
+                continue
+            if n.op_type in _TYPE_FIXED_OPS:
+                home[y] = types[y]
+            else:
+                home[y] = want
+
+    # Graph outputs: the requested I/O type.
+    tail = []
+    for o in g.output:
+        if types.get(o.name) not in (FLOAT, HALF):
+            continue
+        h = home.get(o.name, FLOAT)
+        if h != io_type:
+            inner = f"{o.name}__{'fp16' if h == HALF else 'fp32'}"
+            for n in new_nodes:
+                for k, y in enumerate(n.output):
+                    if y == o.name:
+                        n.output[k] = inner
+                for k, x in enumerate(n.input):
+                    if x == o.name:
+                        n.input[k] = inner
+            tail.append(helper.make_node("Cast", [inner], [o.name], to=io_type, name=f"{o.name}__cast_out"))
+        o.type.tensor_type.elem_type = io_type
+
+    del g.node[:]
+    g.node.extend(_toposort(new_nodes + tail, graph_inputs | {t.name for t in g.initializer}))
+    del g.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as e:
+        raise FcnError(f"fp16 conversion produced an inconsistent graph: {str(e).splitlines()[0][:300]}") from None
+    return model
+
+
+def _warn_range(name: str, arr: np.ndarray) -> None:
+    a = np.abs(arr[np.isfinite(arr)]) if arr.size else arr
+    if a.size and float(a.max()) > 65504:
+        log.warning("fp16: %s has values up to %.3g, beyond float16's range (65504)", name, float(a.max()))
+
+
+def _toposort(nodes, available: set) -> list:
+    """Order nodes so every input is produced before use (Casts were appended out of order)."""
+    avail = set(available) | {""}
+    pending = list(nodes)
+    out = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(x in avail for x in n.input):
+                out.append(n)
+                avail.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            missing = sorted({x for n in rest for x in n.input if x not in avail})
+            raise FcnError(f"graph has inputs nobody produces: {', '.join(missing[:5])}")
+        pending = rest
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# int8 QDQ
+# ------------------------------------------------------------------------------------------------
+
+CALIB_FORMATS = ("camvid", "voc", "folders")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# Ops whose inputs get Q/DQ. Conv / ConvTranspose: activations per tensor, weights per channel
+# (TensorRT: "quantize all inputs of weighted operations"). Add: both inputs of every skip
+# fusion, so TensorRT can fuse the Add into the preceding int8 convolution. MaxPool: int8 in
+# and out (TensorRT and onnxruntime both run it on int8). Nothing after the last upsampling
+# is quantized: the final crop, ArgMax and Softmax stay float.
+QUANT_OP_TYPES = ("Conv", "ConvTranspose", "Add", "MaxPool")
+# Ops whose outputs get no Q/DQ of their own (the next quantized op quantizes its input).
+OUTPUT_FLOAT_OP_TYPES = ("Conv", "ConvTranspose", "Add", "MaxPool")
+# Per-channel axis of the weights: output channels. Conv weights are (C_out, C_in/g, kH, kW);
+# ConvTranspose weights are (C_in, C_out/g, kH, kW), so their output-channel axis is 1.
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """Where the int8 calibration images come from and how ranges are computed.
+
+    ``data``: dataset folder. ``format``: ``camvid`` (``DIR/train/*.png``, or DIR itself),
+    ``voc`` (``DIR/JPEGImages`` listed by ``DIR/ImageSets/Segmentation/train.txt`` when present)
+    or ``folders`` (``DIR/images`` when present, else every image under DIR).
+    ``images``: how many, spread evenly over the sorted list. ``method``: minmax | entropy |
+    percentile (``percentile`` keeps ``percentile`` % of each histogram). ``size``: (H, W) to
+    resize to, None keeps each image's own size.
+    """
+
+    data: Path
+    format: str = "folders"
+    images: int = 64
+    method: str = "entropy"
+    percentile: float = 99.999
+    size: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", Path(self.data))
+        if self.format not in CALIB_FORMATS:
+            raise unknown_name("calibration format", self.format, CALIB_FORMATS)
+        if self.method not in CALIB_METHODS:
+            raise unknown_name("calibration method", self.method, CALIB_METHODS)
+        if int(self.images) < 1:
+            raise FcnError(f"calibration needs at least 1 image, got {self.images}")
+        if not 0 < float(self.percentile) <= 100:
+            raise FcnError(f"percentile must be in (0, 100], got {self.percentile}")
+
+
+def calibration_files(cfg: CalibConfig) -> List[Path]:
+    """The calibration image files of ``cfg`` (``cfg.images`` of them, evenly spread)."""
+    from fcn_deploy.export.inputs import IMAGE_SUFFIXES, list_images
+
+    root = cfg.data
+    if not root.is_dir():
+        raise FcnError(f"calibration data folder not found: {root}")
+    if cfg.format == "camvid":
+        files = list_images(root / "train" if (root / "train").is_dir() else root)
+    elif cfg.format == "voc":
+        jpeg = root / "JPEGImages"
+        if not jpeg.is_dir():
+            raise FcnError(f"{root} is not a VOC folder (no JPEGImages/)")
+        listing = root / "ImageSets" / "Segmentation" / "train.txt"
+        if listing.is_file():
+            names = [l.strip() for l in listing.read_text().splitlines() if l.strip()]
+            files = [jpeg / f"{n}.jpg" for n in names if (jpeg / f"{n}.jpg").is_file()]
+            if not files:
+                raise FcnError(f"none of the images in {listing} exist in {jpeg}")
+        else:
+            files = list_images(jpeg)
+    else:
+        files = list_images(root / "images" if (root / "images").is_dir() else root)
+    files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    n = min(int(cfg.images), len(files))
+    if n < int(cfg.images):
+        log.warning("calibration: asked for %d images, %s has %d", cfg.images, root, len(files))
+    idx = np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))
+    return [files[i] for i in idx]
+
+
+class ImageCalibrationReader:
+    """onnxruntime ``CalibrationDataReader`` over image files, batch 1, the ModelInfo convention."""
+
+    def __init__(self, files: Sequence[Path], info, *, input_name: str = "input",
+                 size: Optional[Tuple[int, int]] = None, progress: bool = False):
+        self.files, self.info, self.input_name = list(files), info, input_name
+        if size is None and self.files:
+            # One size for all: histogram calibration stacks tensors of every image.
+            from PIL import Image
+
+            try:
+                with Image.open(self.files[0]) as im:
+                    size = (im.height, im.width)
+            except OSError as e:
+                raise FcnError(f"cannot read image {self.files[0]}: {e}") from None
+        self.size = size
+        self._start, self._end = 0, len(self.files)
+        self._it = iter(self.files)
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(self.files), desc="calibrate", unit="img")
+
+    def get_next(self):
+        from fcn_deploy.export.inputs import load_rgb, normalize
+
+        f = next(self._it, None)
+        if f is None:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            return None
+        if self._bar is not None:
+            self._bar.update(1)
+        return {self.input_name: normalize(load_rgb(f, self.size), self.info)}
+
+    def rewind(self):
+        self._it = iter(self.files[self._start:self._end])
+
+    # onnxruntime's chunked calibration ("CalibStridedMinMax"): len() and set_range().
+    def __len__(self):
+        return len(self.files)
+
+    def set_range(self, start_index: int, end_index: int):
+        self._start, self._end = int(start_index), int(end_index)
+        self._it = iter(self.files[self._start:self._end])
+
+    # onnxruntime >= 1.16 calls these names too
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool = False):
+    """Return an int8 QDQ copy of the fp32 ONNX ``model``, calibrated on ``calib``'s images.
+
+    Steps: ``quant_pre_process`` (onnxruntime's ORT-basic optimisation, which folds any
+    remaining BatchNormalization into Conv, and shape inference) -> ``quantize_static`` in QDQ
+    format with int8 activations and weights, symmetric (zero point 0, as TensorRT requires),
+    per-channel weights on the output-channel axis (Conv 0, ConvTranspose 1), Q/DQ on the
+    inputs of Conv, ConvTranspose, both inputs of the skip Adds, and MaxPool.
+    The result is checked to satisfy TensorRT's Q/DQ rules (see :func:`check_qdq`).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not isinstance(calib, CalibConfig):
+        raise FcnError("int8 calibration needs a CalibConfig")
+    work_dir = Path(work_dir)
+    fp32 = work_dir / "int8_src.onnx"
+    pre = work_dir / "int8_pre.onnx"
+    out = work_dir / "int8_qdq.onnx"
+    onnx.save(model, str(fp32))
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    except Exception as e:
+        raise FcnError(f"int8 pre-processing failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    files = calibration_files(calib)
+    log.info("int8: calibrating on %d images from %s (%s, %s)", len(files), calib.data, calib.format, calib.method)
+    reader = ImageCalibrationReader(files, info, input_name=model.graph.input[0].name, size=calib.size,
+                                    progress=progress)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calib.method]
+    extra = {
+        "ActivationSymmetric": True,
+        # Biases stay float: TensorRT's DequantizeLinear takes int8 (not int32) input.
+        "QuantizeBias": False,
+        # TensorRT: quantize the inputs of weighted ops, not their outputs (no Q/DQ between a
+        # Conv and its ReLU, none on the upsampled logits).
+        "OpTypesToExcludeOutputQuantization": list(OUTPUT_FLOAT_OP_TYPES),
+        "WeightSymmetric": True,
+        "QDQOpTypePerChannelSupportToAxis": dict(WEIGHT_AXIS),
+        "CalibPercentile": float(calib.percentile),
+        # Collect in chunks so histogram calibration holds a few images' tensors at a time
+        # (onnxruntime requires the count to be divisible by the chunk size).
+        "CalibStridedMinMax": next(d for d in (4, 3, 2, 1) if len(files) % d == 0),
+    }
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # onnxruntime logs each bias copy at INFO on the root logger
+    try:
+        quantize_static(
+            str(pre), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES),
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=method, extra_options=extra,
+        )
+    except FcnError:
+        raise
+    except Exception as e:
+        raise FcnError(f"int8 calibration failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        root.setLevel(level)
+    q = onnx.load(str(out))
+    problems = check_qdq(q)
+    if problems:
+        raise FcnError("int8 model breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
+    return q
+
+
+def check_qdq(model) -> List[str]:
+    """TensorRT Q/DQ rules for this project's graphs: int8 with zero point 0 everywhere, weight
+    DequantizeLinear per channel on the output-channel axis of its Conv / ConvTranspose."""
+    from onnx import TensorProto, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+    consumers: Dict[str, list] = {}
+    for n in g.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    problems = []
+    for n in g.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp_name = n.input[2] if len(n.input) > 2 else ""
+        zp = inits.get(zp_name)
+        if zp_name and zp is None and zp_name in consts:
+            zp = next(a.t for a in consts[zp_name].attribute if a.name == "value")
+        if zp is not None:
+            if zp.data_type != TensorProto.INT8:
+                problems.append(f"{n.name}: zero point type {TensorProto.DataType.Name(zp.data_type)}, TensorRT needs INT8")
+            elif np.any(numpy_helper.to_array(zp) != 0):
+                problems.append(f"{n.name}: non-zero zero point")
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            w = inits[n.input[0]]
+            if w.data_type != TensorProto.INT8:
+                problems.append(f"{n.name}: dequantizes {TensorProto.DataType.Name(w.data_type)}, TensorRT needs INT8")
+            scale = inits.get(n.input[1])
+            per_channel = scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
+            for user in consumers.get(n.output[0], []):
+                if user.op_type in WEIGHT_AXIS and len(user.input) > 1 and user.input[1] == n.output[0] and per_channel:
+                    axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+                    want = WEIGHT_AXIS[user.op_type]
+                    if axis % len(w.dims) != want:
+                        problems.append(f"{n.name}: {user.op_type} weights quantized on axis {axis}, TensorRT needs {want}")
+    return problems
