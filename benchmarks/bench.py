@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SHAPE = (1, 3, 360, 480)
 DEFAULT_WARMUP = 3
 DEFAULT_ITERATIONS = 20
-# Pre/post-processing is timed on this many calls per target and shape (it is cheap and stable).
-PREPOST_ITERATIONS = 10
+# Pre/post-processing is timed on this many Segmenter.segment calls per target and shape
+# (each runs one extra inference, which is not counted).
+PREPOST_ITERATIONS = 3
 # Pause between targets in an interleaved run (not part of any measurement).
 DEFAULT_SETTLE_MS = 20.0
 # Distinct input batches cycled through the timed loop.
@@ -141,7 +142,6 @@ class Series:
     pre_ms: List[float] = field(default_factory=list)
     post_ms: List[float] = field(default_factory=list)
     error: Optional[str] = None
-    last_output: Optional[np.ndarray] = None
 
 
 def _call(target: OpenedTarget, feeds, series: Series, record: bool) -> None:
@@ -155,7 +155,6 @@ def _call(target: OpenedTarget, feeds, series: Series, record: bool) -> None:
     series.h2d_ms.append(getattr(t, "h2d_ms", None))
     series.compute_ms.append(getattr(t, "compute_ms", None))
     series.d2h_ms.append(getattr(t, "d2h_ms", None))
-    series.last_output = next(iter(out.values())) if out else None
 
 
 def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progress=None) -> Dict[str, Series]:
@@ -215,28 +214,25 @@ def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progre
         for t in active:
             s = series[t.spec.label]
             try:
-                s.pre_ms, s.post_ms = _time_prepost(t, batches[0], s.last_output)
+                s.pre_ms, s.post_ms = _time_prepost(t, batches[0])
             except Exception as e:
                 log.warning("%s: pre/post-processing could not be timed: %s", t.spec.label, error_text(e))
     return series
 
 
-def _time_prepost(target: OpenedTarget, pixels: np.ndarray, output: Optional[np.ndarray]):
-    """Time the runtime's pre-processing (uint8 images -> input tensor) and post-processing
-    (model output -> per-pixel labels at the image size) on full-size images."""
-    info = target.info or runtime.default_info()
-    images = list(pixels)
+def _time_prepost(target: OpenedTarget, pixels: np.ndarray):
+    """Time the runtime's own pre-processing (uint8 images -> input tensor) and
+    post-processing (output -> label maps at the image size) by running the batch through
+    the Segmenter wrapped around this target's runner (``segment`` reports both)."""
+    if target.info is None:
+        raise FcnError("the model carries no ModelInfo, so the Segmenter cannot wrap it")
+    seg = runtime.segmenter_for(target.runner, target.info, path=target.spec.path)
     pre, post = [], []
     for _ in range(PREPOST_ITERATIONS):
-        t0 = time.perf_counter()
-        runtime.preprocess(images, info)
-        pre.append((time.perf_counter() - t0) * 1000.0)
-    if output is not None:
-        size = images[0].shape[:2]
-        for _ in range(PREPOST_ITERATIONS):
-            t0 = time.perf_counter()
-            runtime.postprocess(output, info, size)
-            post.append((time.perf_counter() - t0) * 1000.0)
+        seg.segment(list(pixels))
+        t = seg.last_timing
+        pre.append(t.preprocess_ms)
+        post.append(t.postprocess_ms)
     return pre, post
 
 

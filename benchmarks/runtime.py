@@ -53,23 +53,32 @@ def preprocess(images: Sequence[np.ndarray], info: ModelInfo, *, dtype=np.float3
     return _pre(images, info, dtype=dtype)
 
 
-def to_labels(output: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """Model output (N,C,H,W logits/probs, or N,H,W / N,1,H,W labels) -> N,H,W int labels."""
-    out = np.asarray(output)
-    kind = getattr(info, "output", "logits")
-    if kind == "labels" or out.ndim == 3 or (out.ndim == 4 and out.shape[1] == 1 and info.num_classes > 1):
-        return out.reshape(out.shape[0], out.shape[-2], out.shape[-1]).astype(np.int64, copy=False)
-    if out.ndim != 4:
-        raise FcnError(f"unexpected model output shape {out.shape}")
-    return out.argmax(axis=1)
+def segmenter_for(runner, info: ModelInfo, path=None):
+    """Wrap an opened runner (any backend, the PyTorch one included) in the runtime's
+    Segmenter, so its pre/post-processing and batching are the deployed ones."""
+    from fcn_deploy.segmenter import Segmenter
+
+    return Segmenter(runner, info, path=path)
 
 
-def postprocess(output: np.ndarray, info: ModelInfo, size: Tuple[int, int]) -> np.ndarray:
-    """Model output -> per-pixel class ids at ``size`` (H, W) for each image in the batch."""
-    from fcn_deploy.image import resize_nearest
+def open_segmenter(path, *, backend: str = "auto", threads: Optional[int] = None, **options):
+    """A Segmenter for a checkpoint (.pt, through PyTorch) or a deployed model (.onnx, .plan,
+    through the runtime's backends). Returns (segmenter, description)."""
+    path = Path(path)
+    if not path.exists():
+        raise FcnError(f"model not found: {path}")
+    if path.suffix.lower() in (".pt", ".pth"):
+        if backend not in ("auto", "torch"):
+            raise FcnError(f"{path} is a PyTorch checkpoint: it runs on backend 'torch', not {backend!r}")
+        from fcn_deploy.benchmarks.torch_runner import TorchRunner
 
-    labels = to_labels(output, info)
-    return np.stack([resize_nearest(lab, size) for lab in labels])
+        runner = TorchRunner(path, threads=threads, **options)
+        return segmenter_for(runner, runner.info, path=path)
+    from fcn_deploy.segmenter import Segmenter
+
+    if threads is not None and path.suffix.lower() not in (".plan", ".engine"):
+        options["threads"] = threads
+    return Segmenter.load(path, backend=backend, **options)
 
 
 def open_runner(path, *, backend: str, threads: Optional[int] = None, **options):

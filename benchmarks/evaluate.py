@@ -1,0 +1,330 @@
+"""``fcn-eval``: score a model on a labelled split with the FCN paper's four metrics.
+
+::
+
+    fcn-eval --model fcn8s.onnx --data ../shared/data/camvid --format camvid --split val \\
+             --reference model.pt --json eval.json --confusion confusion.png
+
+``--model`` is a checkpoint (.pt, run with PyTorch), an ONNX file (onnxruntime or OpenVINO,
+``--backend``) or a TensorRT plan. Deployed models run through the runtime's Segmenter (no
+torch involved); a checkpoint runs through the same Segmenter around a PyTorch runner, so
+pre/post-processing is identical and only the model differs.
+
+Reports pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IoU; with
+``--reference CHECKPOINT``: the pixel-label agreement between the model and its PyTorch
+source on the whole split, and the difference of their mean IU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from fcn_deploy._util import atomic_path, atomic_write_text, run_cli
+from fcn_deploy.benchmarks import datasets, runtime
+from fcn_deploy.errors import FcnError
+from fcn_deploy.metrics import ConfusionMatrix, format_scores
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "fcn-eval/1"
+METRIC_KEYS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+JSON_KEYS = ("schema", "created_utc", "model", "backend", "device", "precision", "data", "format", "split",
+             "images", "pixels", "class_names", "metrics", "per_class_iu", "confusion", "reference", "seconds")
+REFERENCE_KEYS = ("model", "device", "metrics", "label_agreement", "label_agreement_scored", "mean_iu_delta")
+
+
+@dataclass
+class EvalResult:
+    model: str
+    backend: str
+    device: str
+    precision: Optional[str]
+    data: str
+    format: str
+    split: str
+    images: int
+    pixels: int
+    class_names: List[str]
+    scores: Dict[str, object]
+    hist: np.ndarray
+    seconds: float
+    reference: Optional[Dict[str, object]] = None
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def mean_iu(self) -> float:
+        return float(self.scores["mean_iu"])
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": self.model, "backend": self.backend, "device": self.device, "precision": self.precision,
+            "data": self.data, "format": self.format, "split": self.split,
+            "images": self.images, "pixels": self.pixels, "class_names": list(self.class_names),
+            "metrics": {k: _nan_none(self.scores[k]) for k in METRIC_KEYS},
+            "per_class_iu": dict(self.scores["per_class_iu"]),
+            "confusion": self.hist.astype(int).tolist(),
+            "reference": self.reference,
+            "seconds": self.seconds,
+        }
+
+
+def _nan_none(v):
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr)
+
+
+def _open(model, *, backend: str, threads: Optional[int], device: str = "cpu"):
+    if not isinstance(model, (str, Path)):
+        return model, False  # an already opened Segmenter: the caller keeps ownership
+    opts = {"device": device} if Path(model).suffix.lower() in (".pt", ".pth") else {}
+    return runtime.open_segmenter(model, backend=backend, threads=threads, **opts), True
+
+
+def _precision(seg) -> Optional[str]:
+    from fcn_deploy.benchmarks.targets import describe_precision
+
+    return describe_precision(seg.runner, seg.info)
+
+
+def evaluate(
+    model,
+    data,
+    *,
+    fmt: str = "camvid",
+    split: str = "val",
+    reference=None,
+    limit: Optional[int] = None,
+    backend: str = "auto",
+    threads: Optional[int] = None,
+    reference_device: str = "cpu",
+    progress: bool = True,
+) -> EvalResult:
+    """Score ``model`` (path or opened Segmenter) on ``data``; see the module docstring."""
+    if limit is not None and limit < 1:
+        raise FcnError(f"--limit must be >= 1, got {limit}")
+    samples = datasets.list_samples(data, fmt, split)
+    if limit is not None:
+        samples = samples[:limit]
+    seg, own = _open(model, backend=backend, threads=threads)
+    ref, own_ref = (None, False)
+    try:
+        if reference is not None:
+            ref, own_ref = _open(reference, backend="torch" if isinstance(reference, (str, Path)) else backend,
+                                 threads=threads, device=reference_device)
+            if ref.info.num_classes != seg.info.num_classes:
+                raise FcnError(f"--reference has {ref.info.num_classes} classes, the model {seg.info.num_classes}")
+        n = seg.info.num_classes
+        expect = datasets.expected_classes(fmt)
+        if expect is not None and expect != n:
+            log.warning("the model has %d classes, a %s dataset %d: labels >= %d are not scored", n, fmt, expect, n)
+        cm, ref_cm = ConfusionMatrix(n), ConfusionMatrix(n)
+        agree = agree_scored = scored = pixels = 0
+        bar = _progress(len(samples), "evaluating", progress)
+        t0 = time.perf_counter()
+        try:
+            for s in samples:
+                img, lab = datasets.read_pair(s)
+                pred = seg.segment(img).labels
+                cm.update(lab, pred)
+                pixels += pred.size
+                if ref is not None:
+                    rp = ref.segment(img).labels
+                    ref_cm.update(lab, rp)
+                    same = pred.astype(np.int64) == rp.astype(np.int64)
+                    valid = (lab >= 0) & (lab < n)
+                    agree += int(same.sum())
+                    agree_scored += int((same & valid).sum())
+                    scored += int(valid.sum())
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        names = list(seg.info.class_names)
+        scores = cm.scores(names)
+        ref_block = None
+        if ref is not None:
+            rs = ref_cm.scores(names)
+            ref_block = {
+                "model": str(reference if isinstance(reference, (str, Path)) else getattr(ref, "path", "?")),
+                "device": str(ref.device),
+                "metrics": {k: _nan_none(rs[k]) for k in METRIC_KEYS},
+                "label_agreement": agree / pixels if pixels else None,
+                "label_agreement_scored": agree_scored / scored if scored else None,
+                "mean_iu_delta": (_nan_none(scores["mean_iu"] - rs["mean_iu"])),
+            }
+        return EvalResult(
+            model=str(model if isinstance(model, (str, Path)) else getattr(seg, "path", "?")),
+            backend=str(seg.backend), device=str(seg.device), precision=_precision(seg),
+            data=str(data), format=fmt, split=split, images=len(samples), pixels=pixels,
+            class_names=names, scores=scores, hist=cm.hist.copy(), seconds=seconds, reference=ref_block,
+        )
+    finally:
+        if own:
+            seg.close()
+        if own_ref and ref is not None:
+            ref.close()
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def render_text(res: EvalResult) -> str:
+    lines = [
+        f"{res.model} ({res.backend}, {res.device}, {res.precision or '?'}) on {res.data} "
+        f"[{res.format} {res.split}]: {res.images} images, {res.seconds:.1f} s",
+        format_scores(res.scores),
+        "",
+        "per-class IoU:",
+    ]
+    w = max(len(n) for n in res.class_names)
+    for name, v in res.scores["per_class_iu"].items():
+        lines.append(f"  {name:<{w}}  {'  n/a' if v is None else f'{100 * v:6.2f}'}")
+    if res.reference:
+        r = res.reference
+        mi = r["metrics"]["mean_iu"]
+        lines += [
+            "",
+            f"reference {r['model']} ({r['device']}): mean IU {100 * mi:.2f}" if mi is not None else f"reference {r['model']}",
+            f"label agreement with the reference: {100 * r['label_agreement']:.3f}% of pixels "
+            f"({100 * r['label_agreement_scored']:.3f}% of scored pixels)" if r["label_agreement"] is not None else "",
+            f"mean IU difference (model - reference): {100 * r['mean_iu_delta']:+.3f} points"
+            if r["mean_iu_delta"] is not None else "",
+        ]
+    return "\n".join(l for l in lines if l is not None)
+
+
+def write_json(res: EvalResult, path) -> None:
+    atomic_write_text(path, json.dumps(res.to_dict(), indent=2) + "\n")
+
+
+def write_confusion_png(hist: np.ndarray, class_names, path, *, title: str = "") -> str:
+    """Row-normalised confusion matrix (true class rows, predicted columns) as a PNG:
+    matplotlib when installed, else a plain Pillow heatmap. Returns a note."""
+    hist = np.asarray(hist, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.nan_to_num(hist / hist.sum(1, keepdims=True))
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        _pil_heatmap(norm, class_names, path)
+        return f"wrote {path} (plain heatmap: matplotlib is not installed)"
+    n = len(class_names)
+    size = max(5.0, 0.45 * n + 2)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticklabels(class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if norm[i, j] >= 0.005:
+                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_title(title or "confusion matrix (rows sum to 1)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return f"wrote {path}"
+
+
+def _pil_heatmap(norm: np.ndarray, class_names, path, cell: int = 24) -> None:
+    from PIL import Image, ImageDraw
+
+    n = norm.shape[0]
+    margin = 8 + 7 * max((len(c) for c in class_names), default=1)
+    img = Image.new("RGB", (margin + n * cell + 4, margin + n * cell + 4), "white")
+    d = ImageDraw.Draw(img)
+    for i in range(n):
+        d.text((2, margin + i * cell + cell // 3), str(class_names[i]), fill="black")
+        d.text((margin + i * cell + 2, 2), str(i), fill="black")
+        for j in range(n):
+            v = float(norm[i, j])
+            c = int(255 * (1 - v))
+            x0, y0 = margin + j * cell, margin + i * cell
+            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(c, c, 255), outline=(220, 220, 220))
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fcn-eval", description="Score a model (checkpoint, ONNX or TensorRT plan) on a labelled split.")
+    p.add_argument("--model", required=True, help="model.pt (PyTorch), model.onnx or model.plan")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset root")
+    p.add_argument("--format", dest="fmt", default="camvid", choices=datasets.FORMATS, help="dataset layout")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--reference", metavar="CHECKPOINT", help="PyTorch source checkpoint: report label agreement and mean IU difference")
+    p.add_argument("--backend", default="auto", help="runtime backend for ONNX: auto|onnxruntime|openvino (plans: tensorrt)")
+    p.add_argument("--threads", type=int, help="CPU threads for the backend")
+    p.add_argument("--limit", type=int, help="score only the first N images")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--confusion", metavar="FILE.png", help="write the confusion matrix as a PNG")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _main(argv) -> int:
+    a = _parser().parse_args(argv)
+    for opt, path in (("--json", a.json), ("--confusion", a.confusion)):
+        if path and not Path(path).parent.is_dir():
+            raise FcnError(f"{opt}: folder {Path(path).parent} does not exist")
+    if a.confusion and not a.confusion.lower().endswith(".png"):
+        raise FcnError(f"--confusion {a.confusion!r}: give a .png file name")
+    if a.threads is not None and a.threads < 1:
+        raise FcnError(f"--threads must be >= 1, got {a.threads}")
+    if not Path(a.model).exists():
+        raise FcnError(f"model not found: {a.model}")
+    if a.reference and not Path(a.reference).exists():
+        raise FcnError(f"reference checkpoint not found: {a.reference}")
+    if a.reference and Path(a.reference).suffix.lower() not in (".pt", ".pth"):
+        raise FcnError(f"--reference must be a PyTorch checkpoint (.pt), got {a.reference}")
+    res = evaluate(a.model, a.data, fmt=a.fmt, split=a.split, reference=a.reference, limit=a.limit,
+                   backend=a.backend, threads=a.threads, progress=not a.quiet)
+    print(render_text(res))
+    if a.json:
+        write_json(res, a.json)
+        print(f"wrote {a.json}")
+    if a.confusion:
+        print(write_confusion_png(res.hist, res.class_names, a.confusion,
+                                  title=f"{Path(res.model).name} on {res.format} {res.split}"))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
