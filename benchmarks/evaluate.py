@@ -5,6 +5,9 @@
     fcn-eval --model fcn8s.onnx --data ../shared/data/camvid --format camvid --split val \\
              --reference model.pt --json eval.json --confusion confusion.png
 
+Labels are read with fcn-train's own dataset readers (``fcn_deploy.training.data``) when torch
+is installed, else with a torch-free copy of the same layouts (benchmarks/datasets.py).
+
 ``--model`` is a checkpoint (.pt, run with PyTorch), an ONNX file (onnxruntime or OpenVINO,
 ``--backend``) or a TensorRT plan. Deployed models run through the runtime's Segmenter (no
 torch involved); a checkpoint runs through the same Segmenter around a PyTorch runner, so
@@ -124,9 +127,8 @@ def evaluate(
     """Score ``model`` (path or opened Segmenter) on ``data``; see the module docstring."""
     if limit is not None and limit < 1:
         raise FcnError(f"--limit must be >= 1, got {limit}")
-    samples = datasets.list_samples(data, fmt, split)
-    if limit is not None:
-        samples = samples[:limit]
+    ds = data if hasattr(data, "get") and hasattr(data, "__len__") else datasets.open_samples(data, fmt, split)
+    count = len(ds) if limit is None else min(limit, len(ds))
     seg, own = _open(model, backend=backend, threads=threads)
     ref, own_ref = (None, False)
     try:
@@ -141,11 +143,11 @@ def evaluate(
             log.warning("the model has %d classes, a %s dataset %d: labels >= %d are not scored", n, fmt, expect, n)
         cm, ref_cm = ConfusionMatrix(n), ConfusionMatrix(n)
         agree = agree_scored = scored = pixels = 0
-        bar = _progress(len(samples), "evaluating", progress)
+        bar = _progress(count, "evaluating", progress)
         t0 = time.perf_counter()
         try:
-            for s in samples:
-                img, lab = datasets.read_pair(s)
+            for i in range(count):
+                img, lab = ds.get(i)
                 pred = seg.segment(img).labels
                 cm.update(lab, pred)
                 pixels += pred.size
@@ -179,7 +181,8 @@ def evaluate(
         return EvalResult(
             model=str(model if isinstance(model, (str, Path)) else getattr(seg, "path", "?")),
             backend=str(seg.backend), device=str(seg.device), precision=_precision(seg),
-            data=str(data), format=fmt, split=split, images=len(samples), pixels=pixels,
+            data=str(data) if isinstance(data, (str, Path)) else getattr(data, "name", type(data).__name__),
+            format=fmt, split=split, images=count, pixels=pixels,
             class_names=names, scores=scores, hist=cm.hist.copy(), seconds=seconds, reference=ref_block,
         )
     finally:

@@ -159,8 +159,8 @@ def _broken_dataset(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind, expect", [
-    ("missing_label", "no label map"),
-    ("size_mismatch", "label is 5x5"),
+    ("missing_label", "missing mask"),
+    ("size_mismatch", "size mismatch"),
     ("rgb_label", "single-channel"),
 ])
 def test_cli_bad_data_is_one_line(setup, tmp_path, capsys, kind, expect):
@@ -173,9 +173,9 @@ def test_cli_bad_data_is_one_line(setup, tmp_path, capsys, kind, expect):
 
 @pytest.mark.parametrize("args, expect", [
     (["--model", "/nope.onnx", "--data", "DATA"], "model not found"),
-    (["--model", "MODEL", "--data", "/nope"], "dataset folder not found"),
-    (["--model", "MODEL", "--data", "DATA", "--split", "test"], "missing test/"),
-    (["--model", "MODEL", "--data", "DATA", "--format", "voc"], "not a PASCAL VOC layout"),
+    (["--model", "MODEL", "--data", "/nope"], "folder not found"),
+    (["--model", "MODEL", "--data", "DATA", "--split", "test"], "test"),
+    (["--model", "MODEL", "--data", "DATA", "--format", "voc"], "no PASCAL VOC layout"),
     (["--model", "MODEL", "--data", "DATA", "--reference", "MODEL"], "must be a PyTorch checkpoint"),
     (["--model", "MODEL", "--data", "DATA", "--limit", "0"], "--limit"),
     (["--model", "MODEL", "--data", "DATA", "--confusion", "cm.jpg"], ".png"),
@@ -188,26 +188,57 @@ def test_cli_bad_input(setup, capsys, args, expect):
     assert expect in err
 
 
-def test_folders_and_voc_layouts(tmp_path):
+@pytest.mark.parametrize("prefer_training", [True, False])
+def test_readers_list_the_same_layouts(tmp_path, prefer_training):
+    """fcn-train's readers (torch) and the torch-free fallback see the same samples."""
     rng = np.random.default_rng(0)
     f = tmp_path / "f"
     for sub in ("images", "masks"):
         (f / sub).mkdir(parents=True)
-    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(f / "images" / "a.jpg")
-    Image.fromarray(np.ones((8, 8), np.uint8)).save(f / "masks" / "a.png")
-    s = datasets.list_samples(f, "folders")
-    assert [x.name for x in s] == ["a.jpg"]
-    img, lab = datasets.read_pair(s[0])
-    assert img.shape == (8, 8, 3) and lab.max() == 1
+    for k in range(6):  # flat folders: index % 5 == 4 is val
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(f / "images" / f"a{k}.jpg")
+        Image.fromarray(np.full((8, 8), k % 2, np.uint8)).save(f / "masks" / f"a{k}.png")
+    if prefer_training:
+        pytest.importorskip("torch")
+    s = datasets.open_samples(f, "folders", "val", prefer_training=prefer_training)
+    assert len(s) == 1 and "a4.jpg" in s.describe(0)
+    img, lab = s.get(0)
+    assert img.shape == (8, 8, 3) and lab.shape == (8, 8) and int(lab.max()) == 0
 
     v = tmp_path / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (v / sub).mkdir(parents=True)
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(v / "JPEGImages" / "x1.jpg")
-    pal = Image.fromarray(np.full((8, 8), 255, np.uint8), "L").convert("P")
-    pal.save(v / "SegmentationClass" / "x1.png")
+    lab = np.full((8, 8), 255, np.uint8)
+    lab[2:4, 2:4] = 15
+    Image.fromarray(lab).convert("P").save(v / "SegmentationClass" / "x1.png")
     (v / "ImageSets/Segmentation/val.txt").write_text("x1\n")
-    s = datasets.list_samples(tmp_path / "VOCdevkit", "voc", "val")
-    assert len(s) == 1 and datasets.read_label(s[0].label).max() == 255
+    s = datasets.open_samples(tmp_path, "voc", "val", prefer_training=prefer_training)
+    assert len(s) == 1 and len(s.class_names) == 21
     with pytest.raises(FcnError, match="valid"):
-        datasets.list_samples(f, "coco")
+        datasets.open_samples(f, "coco", "val", prefer_training=prefer_training)
+
+    cv = tiny_camvid(tmp_path / "cv", n_val=2)
+    s = datasets.open_samples(cv, "camvid", "val", prefer_training=prefer_training)
+    assert len(s) == 2 and s.ignore_index == 11 and "img001.png" in s.describe(1)
+
+
+def test_eval_of_an_onnx_model_needs_no_torch(setup, tmp_path):
+    """The deployed path: fcn-eval on ONNX in a process where torch cannot be imported."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from fcn_deploy.benchmarks.evaluate import main\n"
+        f"rc = main(['--model', {str(setup['model'])!r}, '--data', {str(setup['data'])!r}, '-q'])\n"
+        "assert 'torch' not in sys.modules\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "mean IU" in out.stdout
