@@ -319,7 +319,7 @@ class Segmenter:
                 run_hw.append(self.profile.fit_hw(h, w))
             else:
                 try:
-                    self.profile.check((max(self.profile.min[0], 1), 3, h, w), name=f"image {h}x{w}", what=self._profile_what())
+                    self.profile.check((max(self.profile.min[0], 1), 3, h, w), name="image", **self._profile_words())
                 except FcnError as e:
                     raise FcnError(str(e) if single else f"image {i}: {e}") from None
         groups: Dict[Tuple[int, int], List[int]] = {}
@@ -338,8 +338,10 @@ class Segmenter:
         self._local.timing = _combine(chunk_timings, load_ms, len(rgbs))
         return results[0] if single else results  # type: ignore[return-value]
 
-    def _profile_what(self) -> str:
-        return "the engine's profile" if self.backend == "tensorrt" else "the sizes this model accepts"
+    def _profile_words(self) -> dict:
+        if self.backend == "tensorrt":
+            return {"what": "the engine's profile", "rebuild": "rebuild the plan with wider fcn-build --min/--max"}
+        return {"what": "the sizes this model accepts", "rebuild": "re-export it with dynamic height/width"}
 
     def _run(self, hw, images: List[np.ndarray], want_conf: bool):
         t0 = time.perf_counter()

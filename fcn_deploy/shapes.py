@@ -88,7 +88,8 @@ class Profile:
     def hw_fits(self, h: int, w: int) -> bool:
         return self.min[2] <= h <= self.max[2] and self.min[3] <= w <= self.max[3]
 
-    def check(self, shape: Sequence[int], *, name: str = "input", what: str = "the engine's profile") -> None:
+    def check(self, shape: Sequence[int], *, name: str = "input", what: str = "the engine's profile",
+              rebuild: str = "rebuild with wider --min/--max") -> None:
         """Raise FcnError naming the profile when ``shape`` is outside it."""
         shape = tuple(int(d) for d in shape)
         if len(shape) != 4:
@@ -98,7 +99,7 @@ class Profile:
         if not self.contains(shape):
             hint = ""
             if self.min[0] <= shape[0] <= self.max[0]:
-                hint = "; pass resize='fit' (fcn-predict --resize fit) to scale images into it, or rebuild with wider --min/--max"
+                hint = f"; pass resize='fit' (fcn-predict --resize fit) to scale images into it, or {rebuild}"
             else:
                 hint = f"; use batches of {self.min[0]}..{self.max[0]} images"
             raise FcnError(f"{name} {format_shape(shape)} is outside {what} ({self.describe()}){hint}")
