@@ -64,11 +64,15 @@ def collect_inputs(inputs: List[str]) -> List[Tuple[Path, Path]]:
         else:
             raise FcnError(f"{p}: no such file or folder")
     seen = {}
+    unique = []
     for src, stem in out:
-        if stem in seen and seen[stem] != src:
+        if stem in seen:
+            if seen[stem].resolve() == src.resolve():
+                continue  # the same file named twice
             raise FcnError(f"{seen[stem]} and {src} would both write {stem}.png; pass them in separate runs")
         seen[stem] = src
-    return out
+        unique.append((src, stem))
+    return unique
 
 
 def _main(argv=None) -> int:
