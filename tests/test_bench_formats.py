@@ -1,0 +1,174 @@
+"""fcn-bench --formats (one row per format, a failing one keeps its row) and gpu_check's
+pipeline, run on CPU with onnxruntime standing in for TensorRT."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fcn_deploy.benchmarks import formats, gpu_check
+from fcn_deploy.benchmarks.bench import BenchConfig
+from fcn_deploy.benchmarks.evaluate import EvalResult
+
+from test_bench_tiny_models import tiny_camvid, tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    d = tmp_path_factory.mktemp("formats")
+    data = tiny_camvid(d / "camvid", n_val=2, n_train=3, size=(24, 32), seed=3)
+    ckpt = tiny_checkpoint(d / "m.pt", classes=11, seed=2)
+    cache = d / "cache"
+    cache.mkdir()
+    calls = []
+
+    def cached_export(checkpoint, out, precision, **kw):
+        """The real exporter (parity check off to save time), each precision exported once."""
+        calls.append(precision)
+        src = cache / f"{precision}-{kw.get('calib_images')}.onnx"
+        if not src.exists():
+            formats._export(checkpoint, src, precision, **{**kw, "verify": False})
+        shutil.copy(src, out)
+        return Path(out)
+
+    return {"dir": d, "data": data, "ckpt": ckpt, "export": cached_export, "calls": calls}
+
+
+FAST = BenchConfig(warmup=1, iterations=3, settle_ms=0.0, prepost=False, threads=1)
+
+
+def test_formats_table_with_one_failing_format(env, tmp_path):
+    # calib_images=0 makes the export stage itself refuse int8; fp32 and fp16 must still run.
+    doc = formats.run_formats(env["ckpt"], env["data"], fmt="camvid", split="val",
+                              formats=["pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8"], out_dir=tmp_path / "out",
+                              config=FAST, calib_images=0, exporter=env["export"])
+    rows = {r["format"]: r for r in doc["rows"]}
+    assert list(rows) == ["pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8"]
+    assert all(set(r) == set(formats.ROW_KEYS) for r in doc["rows"])
+    bad = rows["onnx-int8"]
+    assert bad["error"].startswith("export failed") and "calibration" in bad["error"]
+    assert bad["mean_iu"] is None and bad["median_ms"] is None
+    for n in ("pytorch", "onnx-fp32", "onnx-fp16"):
+        r = rows[n]
+        assert r["error"] is None, r
+        assert r["size_mb"] == pytest.approx(Path(r["file"]).stat().st_size / 1e6)
+        assert 0 <= r["mean_iu"] <= 1 and r["median_ms"] > 0
+    assert rows["pytorch"]["speedup_vs_pytorch"] == pytest.approx(1.0)
+    # fp32 ONNX scores what PyTorch scores (same model, same pre/post-processing).
+    assert rows["onnx-fp32"]["mean_iu"] == pytest.approx(rows["pytorch"]["mean_iu"], abs=1e-3)
+    assert rows["onnx-fp16"]["size_mb"] < 0.6 * rows["onnx-fp32"]["size_mb"]
+    assert rows["onnx-fp32"]["speedup_vs_pytorch"] == pytest.approx(
+        rows["pytorch"]["median_ms"] / rows["onnx-fp32"]["median_ms"])
+    # The speed figures come from one interleaved comparison with PyTorch first.
+    assert doc["bench"]["reference"] == "pytorch" and doc["bench"]["settings"]["interleaved"]
+    text = formats.render_table(doc)
+    assert "onnx-int8" in text and "export failed" in text
+    md = formats.render_markdown(doc)
+    assert "| onnx-fp16 |" in md and "| onnx-int8 |" in md and "export failed" in md
+    json.dumps(doc)  # serialisable
+
+
+def test_formats_unknown_name_lists_valid(env):
+    from fcn_deploy.errors import FcnError
+
+    with pytest.raises(FcnError, match="onnx-int8"):
+        formats.run_formats(env["ckpt"], env["data"], formats=["tflite"])
+
+
+def test_formats_cli_bad_input(env, capsys):
+    from fcn_deploy.benchmarks import bench
+
+    for argv, expect in (
+        (["--formats", str(env["ckpt"])], "needs --data"),
+        (["--formats", "/nope.pt", "--data", str(env["data"])], "checkpoint not found"),
+        (["--formats", str(env["ckpt"]), "--data", str(env["data"]), "--shape", "1x3x8x8", "--shape", "1x3x9x9"], "once"),
+    ):
+        assert bench.main(argv + ["-q"]) == 2
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err
+
+
+# -- gpu_check ------------------------------------------------------------------------------------
+
+def test_gpu_check_without_a_gpu_says_so():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert gpu_check.gpu_status() is not None  # this machine has no GPU
+    assert out.returncode == 2, out.stderr
+    assert "NOT RUN" in out.stderr and "NVIDIA GPU" in out.stderr and "Nothing was checked" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _result(agree, ref_miu, miu, pixels=100):
+    return EvalResult(model="m", backend="b", device="d", precision="fp16", data="x", format="camvid", split="val",
+                      images=1, pixels=pixels, class_names=["a"], scores={"mean_iu": miu, "pixel_acc": 0.5},
+                      hist=None, seconds=0.0,
+                      reference={"label_agreement": agree, "mean_iu_delta": miu - ref_miu, "metrics": {"mean_iu": ref_miu}})
+
+
+def test_accuracy_checks_thresholds():
+    t = gpu_check.Thresholds()
+    ok = gpu_check.accuracy_checks("fp16 engine", "fp16", _result(0.999, 0.60, 0.598), t)
+    assert [c.passed for c in ok] == [True, True]
+    bad = gpu_check.accuracy_checks("fp16 engine", "fp16", _result(0.990, 0.60, 0.590), t)
+    assert [c.passed for c in bad] == [False, False]
+    assert "99.000%" in bad[0].measured and "-1.00 points" in bad[1].measured
+    # int8 is allowed more.
+    assert [c.passed for c in gpu_check.accuracy_checks("i", "int8", _result(0.990, 0.60, 0.592), t)] == [True, True]
+    assert bad[0].line().startswith("[FAIL] fp16 engine: pixel labels agree with PyTorch")
+
+
+def test_speed_checks_and_summary():
+    rep = {"reference": "torch", "results": [
+        {"target": "torch", "latency_ms": {"median": 10.0}, "speedup": 1.0, "error": None},
+        {"target": "fast", "latency_ms": {"median": 2.0}, "speedup": 5.0, "error": None,
+         "h2d_ms": {"median": 0.1}, "compute_ms": {"median": 1.5}, "d2h_ms": {"median": 0.2}},
+        {"target": "slow", "latency_ms": {"median": 20.0}, "speedup": 0.5, "error": None},
+        {"target": "broken", "latency_ms": None, "speedup": None, "error": "engine mismatch"},
+    ]}
+    c = gpu_check.speed_checks(rep, ["fast", "slow", "broken"], gpu_check.Thresholds())
+    assert [x.passed for x in c] == [True, False, False]
+    assert "5.00x" in c[0].measured and "compute 1.50" in c[0].detail
+    assert "engine mismatch" in c[2].measured
+    s = gpu_check.format_checks(c)
+    assert s.strip().endswith("1/3 checks passed -- FAILED")
+
+
+def test_gpu_check_pipeline_on_cpu(env, tmp_path):
+    """The whole gpu_check pipeline with onnxruntime as the 'engine' and PyTorch on CPU."""
+    cfg = gpu_check.GpuCheckConfig(checkpoint=env["ckpt"], data=env["data"], out=tmp_path / "gc", limit=2,
+                                   iterations=2, warmup=1, calib_images=3)
+    built = []
+
+    def build(onnx, plan, shape):
+        built.append(shape)
+        shutil.copy(onnx, plan)
+        return plan
+
+    lines = []
+    checks = gpu_check.run_gpu_check(
+        cfg, export=lambda c, o, p, g: env["export"](c, o, p, data=g.data, fmt=g.fmt, calib_images=g.calib_images),
+        build=build, engine_backend="onnx", engine_eval_backend="onnxruntime", engine_suffix=".standin.onnx",
+        torch_backend="torch", reference_device="cpu", say=lines.append)
+    names = [c.name for c in checks]
+    for p in ("fp16", "int8"):
+        assert f"{p}: export to ONNX (with its PyTorch parity check)" in names
+        assert f"{p}: TensorRT engine build" in names
+        assert f"{p} engine: pixel labels agree with PyTorch" in names
+        assert f"{p} engine: mean IU matches PyTorch" in names
+    assert built == [(1, 3, 24, 32)] * 2
+    by = {c.name: c for c in checks}
+    assert all(by[n].passed for n in names if "export" in n or "build" in n)
+    # fp16 of the same weights agrees with PyTorch on nearly every pixel.
+    assert by["fp16 engine: pixel labels agree with PyTorch"].passed, by["fp16 engine: pixel labels agree with PyTorch"]
+    speed = [c for c in checks if "faster than PyTorch" in c.name]
+    assert len(speed) == 2 and all("median" in c.measured for c in speed)
+    assert (tmp_path / "gc" / "bench.json").is_file()
+    assert "checks passed" in gpu_check.format_checks(checks)
