@@ -219,7 +219,10 @@ def save_onnx_atomic(model, output, *, check=None) -> Path:
     output = Path(output)
     _check_output_path(output)
     parent = output.parent if str(output.parent) else Path(".")
-    tmpdir = Path(tempfile.mkdtemp(prefix="." + output.name + ".", suffix=".tmp", dir=parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix="." + output.name + ".", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise FcnError(f"cannot write in {parent}: {e.strerror or e}") from None
     try:
         tmp = tmpdir / output.name
         external = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
@@ -254,6 +257,7 @@ def export_onnx(
     verify: bool = True,
     verify_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     verify_engine: Optional[str] = None,
+    fp16_io: bool = False,
     progress: bool = False,
 ) -> Path:
     """Export ``source`` (checkpoint path or ``(model, ModelInfo)``) to ``output`` (.onnx).
@@ -262,7 +266,9 @@ def export_onnx(
     :class:`fcn_deploy.export.precision.CalibConfig`). ``output_kind``: logits | labels |
     probs. ``batch``: "dynamic" or a fixed N. ``static_hw``: (H, W) fixes height/width.
     ``verify``: compare with PyTorch before the file is renamed into place (sizes
-    ``verify_sizes``, default 97x131 and 375x500, batch 1 and 2; a static export at its size).
+    ``verify_sizes``, default 97x131 and 375x500, batch 1 and 2; a static export at its size;
+    ``verify_engine`` picks the CPU execution, see verify.ENGINES). ``fp16_io``: float16 input
+    and output for an fp16 export (default float32 I/O).
     Returns the output path. Raises FcnError on bad input or a failed check.
     """
     import onnx
@@ -271,6 +277,8 @@ def export_onnx(
     batch, static_hw = _check_args(opset, precision, output_kind, batch, static_hw)
     output = Path(output)
     _check_output_path(output)
+    if fp16_io and precision != "fp16":
+        raise FcnError("float16 I/O needs precision fp16")
     if precision == "int8" and calib is None:
         raise FcnError("int8 export needs calibration images (calib / --calib-data DIR)")
     model, info, sha = resolve_source(source)
@@ -289,11 +297,16 @@ def export_onnx(
         if precision == "fp16":
             from fcn_deploy.export.precision import convert_fp16
 
-            proto = convert_fp16(proto)
+            proto = convert_fp16(proto, io="fp16" if fp16_io else "fp32")
         elif precision == "int8":
             from fcn_deploy.export.precision import quantize_int8
 
             proto = quantize_int8(proto, info, calib, work_dir=Path(work), progress=progress)
+        from fcn_deploy.export.trt_check import check_trt
+
+        trt = check_trt(proto)
+        if not trt.ok:
+            log.warning("%s", trt.format())
         proto.producer_name = "fcn-deploy"
         proto.producer_version = _tool_version().split()[-1]
         set_metadata(proto, info)

@@ -147,6 +147,7 @@ class _OnnxExecutor:
             raise unknown_name("engine", engine, ENGINES)
         self.engine = engine
         self.path = str(path)
+        self.input_dtype = np.float32
         try:
             if engine == "onnxruntime":
                 import onnxruntime as ort
@@ -155,6 +156,8 @@ class _OnnxExecutor:
                 so.log_severity_level = 3
                 self._sess = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
                 self.input_name = self._sess.get_inputs()[0].name
+                if self._sess.get_inputs()[0].type == "tensor(float16)":
+                    self.input_dtype = np.float16
             elif engine == "reference":
                 import onnx
                 from onnx.reference import ReferenceEvaluator
@@ -162,6 +165,8 @@ class _OnnxExecutor:
                 m = onnx.load(self.path)
                 self._sess = ReferenceEvaluator(m)
                 self.input_name = m.graph.input[0].name
+                if m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+                    self.input_dtype = np.float16
             else:
                 import openvino as ov
 
@@ -169,6 +174,8 @@ class _OnnxExecutor:
                 compiled = core.compile_model(self.path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
                 self._sess = compiled
                 self.input_name = compiled.inputs[0].get_any_name()
+                if compiled.inputs[0].get_element_type() == ov.Type.f16:
+                    self.input_dtype = np.float16
         except FcnError:
             raise
         except Exception as e:
@@ -176,6 +183,7 @@ class _OnnxExecutor:
             raise FcnError(f"{engine} cannot load {self.path}: {type(e).__name__}: {first[:300]}") from None
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
         try:
             if self.engine == "onnxruntime":
                 return self._sess.run(None, {self.input_name: x})[0]

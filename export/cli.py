@@ -1,0 +1,108 @@
+"""``fcn-export CHECKPOINT OUTPUT.onnx`` and ``fcn-export --check-trt FILE.onnx``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from fcn_deploy.errors import FcnError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
+    from fcn_deploy.export.precision import CALIB_FORMATS, CALIB_METHODS
+
+    p = argparse.ArgumentParser(
+        prog="fcn-export",
+        description="Export an fcn-deploy checkpoint to ONNX (dynamic batch/height/width, metadata, "
+        "parity check against PyTorch), or check an ONNX file for TensorRT readiness.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="fcn-deploy checkpoint (.pt)")
+    p.add_argument("output", nargs="?", help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
+    p.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
+    p.add_argument("--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
+                   help="graph output: logits (N,C,H,W float32), probs (softmax), labels (N,H,W int32); default: %(default)s")
+    p.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
+    p.add_argument("--static", metavar="HxW", help="fix height and width (for runtimes that need static shapes)")
+    p.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
+    p.add_argument("--calib-format", choices=CALIB_FORMATS, default="folders", help="default: %(default)s")
+    p.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy", help="default: %(default)s")
+    p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
+    p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
+    p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
+    p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
+    return p
+
+
+def _main(argv=None) -> int:
+    from fcn_deploy.export.inputs import parse_size, parse_sizes
+
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.check_trt:
+        if args.checkpoint or args.output:
+            raise FcnError("--check-trt takes only the ONNX file to check")
+        from fcn_deploy.export.trt_check import check_trt
+
+        report = check_trt(args.check_trt)
+        print(report.format())
+        return 0 if report.ok else 1
+    if not args.checkpoint or not args.output:
+        raise FcnError("usage: fcn-export CHECKPOINT OUTPUT.onnx [options] | fcn-export --check-trt FILE.onnx")
+
+    from fcn_deploy.export.onnx_export import export_onnx
+    from fcn_deploy.export.precision import CalibConfig
+    from fcn_deploy.export.trt_check import check_trt
+
+    batch = args.batch
+    if batch != "dynamic":
+        try:
+            batch = int(batch)
+        except ValueError:
+            raise FcnError(f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}") from None
+    calib = None
+    if args.precision == "int8":
+        if not args.calib_data:
+            raise FcnError("--precision int8 needs --calib-data DIR (real images to calibrate on)")
+        calib = CalibConfig(
+            data=Path(args.calib_data), format=args.calib_format, images=args.calib_images,
+            method=args.calib_method, size=parse_size(args.calib_size) if args.calib_size else None,
+        )
+    elif args.calib_data:
+        log.warning("--calib-data is only used with --precision int8")
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise FcnError(f"checkpoint not found: {ckpt}")
+    t0 = time.perf_counter()
+    out = export_onnx(
+        ckpt, args.output, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
+        batch=batch, static_hw=parse_size(args.static) if args.static else None, calib=calib,
+        verify=not args.no_verify, verify_sizes=parse_sizes(args.verify_sizes) if args.verify_sizes else None,
+        fp16_io=args.fp16_io, progress=True,
+    )
+    seconds = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in (out, out.with_name(out.name + ".data")) if f.exists())
+    report = check_trt(out)
+    print(f"wrote {out} ({size / 1e6:.1f} MB, {args.precision}, output {args.output_kind}) in {seconds:.1f} s"
+          + ("" if args.no_verify else ", parity verified"))
+    print(report.format().splitlines()[-1])
+    for issue in report.issues:
+        print(f"  {issue}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from fcn_deploy._util import run_cli
+
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
