@@ -1,0 +1,176 @@
+"""fp16 and int8 QDQ exports of a tiny-trained ResNet-18 FCN-8s, executed on this CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export_models import trained_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from fcn_deploy.errors import FcnError  # noqa: E402
+from fcn_deploy.export.inputs import random_rgb  # noqa: E402
+from fcn_deploy.export.onnx_export import export_onnx  # noqa: E402
+from fcn_deploy.export.precision import (  # noqa: E402
+    CalibConfig, calibration_files, check_qdq, convert_fp16,
+)
+from fcn_deploy.export.trt_check import check_trt  # noqa: E402
+from fcn_deploy.export.verify import verify_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def r18():
+    return trained_model("fcn8s", "resnet18", steps=3)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """A folder of PNG images (structured random scenes) to calibrate on."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("calib")
+    for i, img in enumerate(random_rgb(6, 72, 96, seed=3)):
+        Image.fromarray(img).save(d / f"img{i}.png")
+    return d
+
+
+def _types(model):
+    inferred = onnx.shape_inference.infer_shapes(model)
+    t = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    t.update({i.name: i.data_type for i in model.graph.initializer})
+    return t
+
+
+def test_fp16_graph_is_half_with_float_io_and_fp32_tail(tmp_path, r18):
+    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", output_kind="labels", verify_sizes=[(41, 57)])
+    m = onnx.load(str(out))
+    t = _types(m)
+    H, F = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    convs = [n for n in m.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(t[n.input[1]] == H and t[n.input[0]] == H for n in convs)
+    assert m.graph.input[0].type.tensor_type.elem_type == F
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    argmax = next(n for n in m.graph.node if n.op_type == "ArgMax")
+    assert t[argmax.input[0]] == F  # argmax runs on float32 logits
+    assert check_trt(m).ok
+
+
+def test_fp16_verifies_on_onnxruntime_and_in_true_float16(tmp_path, r18):
+    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", verify_sizes=[(41, 57)])
+    rep = verify_onnx(r18, out, sizes=[(41, 57)], batch=2)
+    assert rep.precision == "fp16" and rep.passed, rep.format()
+    # onnx.reference computes every op in numpy float16: the real fp16 arithmetic check.
+    ref = verify_onnx(r18, out, sizes=[(33, 45)], batch=1, engine="reference")
+    assert ref.passed, ref.format()
+    assert 0 < ref.cases[0].rel_l2 < 1e-2  # float16 changed the numbers, a little
+
+
+def test_fp16_io_option(tmp_path, r18):
+    out = export_onnx(r18, tmp_path / "h16.onnx", precision="fp16", fp16_io=True, verify_sizes=[(33, 45)])
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    y = ort.InferenceSession(str(out)).run(None, {"input": np.zeros((1, 3, 32, 40), np.float16) + 0.5})[0]
+    assert y.dtype == np.float16
+    with pytest.raises(FcnError, match="needs precision fp16"):
+        export_onnx(r18, tmp_path / "x.onnx", fp16_io=True)
+
+
+def test_convert_fp16_keeps_listed_nodes_fp32(tmp_path, r18):
+    out = export_onnx(r18, tmp_path / "f.onnx", verify=False)
+    m = onnx.load(str(out))
+    first = next(n for n in m.graph.node if n.op_type == "Conv")
+    h = convert_fp16(m, keep_nodes=[first.name])
+    t = _types(h)
+    conv = next(n for n in h.graph.node if n.name == first.name)
+    assert t[conv.input[1]] == onnx.TensorProto.FLOAT and t[conv.output[0]] == onnx.TensorProto.FLOAT
+    onnx.checker.check_model(h, full_check=True)
+
+
+def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path, r18, image_dir):
+    calib = CalibConfig(data=image_dir, format="folders", images=4, method="minmax")
+    out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify_sizes=[(72, 96)])
+    m = onnx.load(str(out))
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    assert check_qdq(m) == []
+    report = check_trt(m)
+    assert report.ok, report.format()
+    inits = {t.name: t for t in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose"):
+            dq = producers[n.input[1]]
+            assert dq.op_type == "DequantizeLinear"  # weights per channel, int8
+            axis = next(a.i for a in dq.attribute if a.name == "axis")
+            assert axis == (1 if n.op_type == "ConvTranspose" else 0)
+            assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+            assert producers[n.input[0]].op_type == "DequantizeLinear"  # activations quantized
+            if len(n.input) > 2:
+                assert inits[n.input[2]].data_type == onnx.TensorProto.FLOAT  # bias stays float
+        if n.op_type == "Add":  # skip fusions: both inputs quantized
+            assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
+    # Nothing after the last upsampling is quantized: the logits stay float.
+    assert producers["logits"].op_type == "Slice"
+    rep = verify_onnx(r18, out, sizes=[(72, 96), (41, 57)], images=image_dir)
+    assert rep.precision == "int8" and rep.passed, rep.format()
+    assert all(0 < c.rel_l2 for c in rep.cases)  # int8 really changed the numbers
+
+
+def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
+    for method in ("entropy", "percentile"):
+        calib = CalibConfig(data=image_dir, format="folders", images=3, method=method, size=(48, 64))
+        out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify_sizes=[(48, 64)])
+        assert check_qdq(onnx.load(str(out))) == []
+
+
+@pytest.mark.camvid
+def test_int8_calibrates_on_camvid(tmp_path, r18, camvid_dir):
+    calib = CalibConfig(data=camvid_dir, format="camvid", images=4, method="minmax", size=(90, 120))
+    files = calibration_files(calib)
+    assert len(files) == 4 and all(f.parent.name == "train" for f in files)
+    out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify=False)
+    rep = verify_onnx(r18, out, sizes=[(90, 120)], batch=1, images=camvid_dir / "val")
+    assert rep.passed, rep.format()
+
+
+def test_calibration_folder_layouts(tmp_path):
+    from PIL import Image
+
+    img = Image.fromarray(random_rgb(1, 8, 8)[0])
+    (tmp_path / "cv" / "train").mkdir(parents=True)
+    (tmp_path / "cv" / "trainannot").mkdir()
+    for i in range(5):
+        img.save(tmp_path / "cv" / "train" / f"a{i}.png")
+        img.save(tmp_path / "cv" / "trainannot" / f"a{i}.png")
+    files = calibration_files(CalibConfig(data=tmp_path / "cv", format="camvid", images=3))
+    assert [f.name for f in files] == ["a0.png", "a2.png", "a4.png"]
+    voc = tmp_path / "voc"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for n in ("x1", "x2", "x3"):
+        img.save(voc / "JPEGImages" / f"{n}.jpg")
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("x1\nx3\n")
+    assert [f.name for f in calibration_files(CalibConfig(data=voc, format="voc", images=10))] == ["x1.jpg", "x3.jpg"]
+    (tmp_path / "f" / "images").mkdir(parents=True)
+    img.save(tmp_path / "f" / "images" / "z.png")
+    (tmp_path / "f" / "labels").mkdir()
+    img.save(tmp_path / "f" / "labels" / "z.png")
+    assert [str(f.relative_to(tmp_path)) for f in calibration_files(CalibConfig(data=tmp_path / "f", images=9))] == ["f/images/z.png"]
+
+
+def test_calibration_errors(tmp_path):
+    with pytest.raises(FcnError, match="unknown calibration format"):
+        CalibConfig(data=tmp_path, format="coco")
+    with pytest.raises(FcnError, match="unknown calibration method"):
+        CalibConfig(data=tmp_path, method="mse")
+    with pytest.raises(FcnError, match="at least 1 image"):
+        CalibConfig(data=tmp_path, images=0)
+    with pytest.raises(FcnError, match="not found"):
+        calibration_files(CalibConfig(data=tmp_path / "missing"))
+    with pytest.raises(FcnError, match="no images"):
+        calibration_files(CalibConfig(data=tmp_path))
+    with pytest.raises(FcnError, match="not a VOC folder"):
+        calibration_files(CalibConfig(data=tmp_path, format="voc"))
