@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--engine", metavar="PLAN", help="TensorRT engine (unverified on this machine)")
     src.add_argument("--onnx", metavar="MODEL", help="ONNX model on onnxruntime")
-    src.add_argument("--openvino", metavar="MODEL", help="ONNX or OpenVINO IR model on OpenVINO (CPU)")
+    src.add_argument("--openvino", metavar="MODEL", help="ONNX model on OpenVINO (CPU)")
     src.add_argument("--torch", metavar="CHECKPOINT", help="PyTorch checkpoint (the baseline)")
     src.add_argument("--compare", nargs="+", metavar="BACKEND:PATH",
                      help="several targets in one process, interleaved; ratios to the first")

@@ -9,7 +9,7 @@ Built-in names::
     torch, torch-bf16, torch-fp16, torch-compile, torch-compile-bf16     checkpoint, CPU
     torch-cuda, torch-cuda-fp16                                          checkpoint, CUDA (unverified)
     onnx (= onnx-cpu), onnx-cuda, onnx-trt                               ONNX on onnxruntime
-    openvino, openvino-bf16                                              ONNX (or IR .xml) on OpenVINO
+    openvino, openvino-bf16                                              ONNX on OpenVINO
     plan                                                                 TensorRT engine (unverified)
 
 Opening a file may fail (missing file, wrong format, backend not installed): that is
@@ -227,8 +227,8 @@ for _name, _desc, _backend, _opts in (
     ("onnx-cpu", "ONNX on onnxruntime, CPU provider", "onnxruntime", {"providers": ("cpu",)}),
     ("onnx-cuda", "ONNX on onnxruntime, CUDA provider (unverified here)", "onnxruntime", {"providers": ("cuda",)}),
     ("onnx-trt", "ONNX on onnxruntime, TensorRT provider (unverified here)", "onnxruntime", {"providers": ("trt",)}),
-    ("openvino", "ONNX/IR on OpenVINO CPU, f32 inference precision", "openvino", {"precision": "f32"}),
-    ("openvino-bf16", "ONNX/IR on OpenVINO CPU, bf16 inference precision", "openvino", {"precision": "bf16"}),
+    ("openvino", "ONNX on OpenVINO CPU, f32 inference precision", "openvino", {"precision": "f32"}),
+    ("openvino-bf16", "ONNX on OpenVINO CPU, bf16 inference precision", "openvino", {"precision": "bf16"}),
     ("plan", "TensorRT engine (unverified here)", "tensorrt", {}),
 ):
     register_backend(_name, _runtime_opener(_backend, **_opts), description=_desc,

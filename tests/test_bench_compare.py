@@ -265,3 +265,23 @@ def test_cli_all_targets_failing_exits_nonzero(models, capsys):
     cap = capsys.readouterr()
     assert rc == 1
     assert "no target produced a measurement" in cap.err
+
+
+def test_duration_mode_stops_on_time(models):
+    import time
+
+    cfg = BenchConfig(shapes=((1, 3, 8, 8),), warmup=0, iterations=None, duration_s=0.3, settle_ms=0.0, prepost=False)
+    t0 = time.perf_counter()
+    rep = run_benchmark([_spec("onnx", models["small"])], cfg)
+    assert time.perf_counter() - t0 < 10
+    n = rep["results"][0]["iterations"]
+    assert n >= 2  # a tiny model runs many times in 0.3 s
+    assert sum([rep["results"][0]["latency_ms"]["mean"]] * n) <= 1000 * 0.3 + rep["results"][0]["latency_ms"]["max"] + 50
+    assert rep["settings"]["duration_s"] == 0.3 and rep["settings"]["iterations"] is None
+
+
+def test_bench_config_rejects_bad_values():
+    for kw in (dict(warmup=-1), dict(iterations=0), dict(duration_s=0.0, iterations=None),
+               dict(iterations=None, duration_s=None), dict(threads=0), dict(settle_ms=-1), dict(shapes=())):
+        with pytest.raises(FcnError):
+            BenchConfig(**kw)
