@@ -317,13 +317,20 @@ def export_onnx(
                 return
             from fcn_deploy.export.verify import EXPORT_SIZES, verify_model
 
-            sizes = [static_hw] if static_hw else list(verify_sizes or EXPORT_SIZES)
             engine = verify_engine or ("onnxruntime" if precision != "fp16" else _fp16_engine())
-            report = verify_model(
-                model, info, tmp_path, sizes=sizes, batch=2, static_batch=batch if isinstance(batch, int) else None,
-                engine=engine, progress=progress,
+            static_batch = batch if isinstance(batch, int) else None
+            if static_hw:
+                plan = [([static_hw], 2)]
+            elif verify_sizes:
+                plan = [(list(verify_sizes), 2)]
+            else:  # batch 1 and 2 at the small odd size, batch 1 at the large one (VGG16 is slow)
+                plan = [([EXPORT_SIZES[0]], 2), (list(EXPORT_SIZES[1:]), 1)]
+            reports = [verify_model(model, info, tmp_path, sizes=sz, batch=b, static_batch=static_batch,
+                                    engine=engine, progress=progress) for sz, b in plan]
+            report = dataclasses.replace(
+                reports[0], onnx=str(output), cases=tuple(c for r in reports for c in r.cases),
+                seconds=sum(r.seconds for r in reports),
             )
-            report = dataclasses.replace(report, onnx=str(output))
             log.info("%s", report.format())
             if not report.passed:
                 raise FcnError(

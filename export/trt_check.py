@@ -123,6 +123,36 @@ def load_onnx_checked(path):
     return m
 
 
+BIG_TENSOR_BYTES = 1 << 20
+
+
+def _without_big_tensors(model):
+    """A copy of ``model`` whose large initializers keep name, type and shape but no data: the
+    check reads values only of small tensors (zero points, axes, K), and shape inference of a
+    VGG16 (500+ MB) would otherwise serialise every weight."""
+    import onnx
+
+    light = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(light, f, getattr(model, f))
+    light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)
+    g, lg = model.graph, light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    for t in g.initializer:
+        if len(t.raw_data) > BIG_TENSOR_BYTES or t.data_location == onnx.TensorProto.EXTERNAL:
+            stub = lg.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+        else:
+            lg.initializer.add().CopyFrom(t)
+    return light
+
+
 def _attr(node, name, default=None):
     from onnx import helper
 
@@ -142,6 +172,7 @@ def check_trt(model_or_path) -> TrtReport:
         model = load_onnx_checked(model_or_path)
     else:
         path, model = "<model>", model_or_path
+    model = _without_big_tensors(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:
@@ -229,8 +260,8 @@ def check_trt(model_or_path) -> TrtReport:
                 elif dtype.get(zp) != TensorProto.INT8 and dtype.get(zp) is not None and tname(dtype[zp]) not in ("FLOAT8E4M3FN", "INT4"):
                     err(f"zero point is {tname(dtype[zp])}; TensorRT quantizes to INT8")
             if data_in in inits:
-                scale = const_value(n.input[1]) if len(n.input) > 1 else None
-                per_channel = scale is not None and scale.ndim == 1 and scale.size > 1
+                scale = inits.get(n.input[1]) if len(n.input) > 1 else None
+                per_channel = scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
                 if per_channel:
                     axis = _attr(n, "axis", 1)
                     rank = len(inits[data_in].dims)
