@@ -41,6 +41,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         channels_last=False,
         amp=False,
         threads=2,
+        adaptive_threads=True,
         val_every=5,
         val_batch_size=4,
     ),

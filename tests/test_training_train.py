@@ -1,0 +1,223 @@
+"""fcn-train: resume determinism (Ctrl-C and SIGKILL), DDP on gloo, checkpoint contents, time budget,
+CLI bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcn_deploy.metrics import ConfusionMatrix
+from fcn_deploy.training import data as D
+from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint
+from fcn_deploy.training.models import input_convention
+from fcn_deploy.training.train import TrainConfig, evaluate, last_path_for, lr_at, main, train
+
+TINY = D.SyntheticSpec(num_train=12, num_val=4, height=32, width=32, seed=5)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(out, **kw):
+    base = dict(out=str(out), format="synthetic", synthetic=TINY, arch="fcn8s", backbone="resnet18", epochs=3,
+                batch_size=4, lr=2e-3, crop=(32, 32), scale_range=(0.75, 1.25), class_weights="median-freq",
+                warmup=0.1, seed=7, threads=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _same_weights(p1, p2):
+    a, b = load_checkpoint(p1)["state_dict"], load_checkpoint(p2)["state_dict"]
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"{len(diff)} tensors differ, first {diff[0]}"
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # train() sets torch's thread count for the process; keep it from leaking into other tests.
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def test_ctrl_c_then_resume_gives_identical_weights(tmp_path):
+    straight = train(tiny_cfg(tmp_path / "a.pt"))
+    assert straight.epochs_done == 3
+
+    def interrupt(epoch, rec):
+        if epoch == 1:
+            raise _Stop()
+
+    cfg = tiny_cfg(tmp_path / "b.pt")
+    with pytest.raises(_Stop):
+        train(cfg, on_epoch_end=interrupt)
+    assert load_checkpoint(last_path_for(cfg.out))["train"]["epoch"] == 1
+    resumed = train(dataclasses.replace(cfg, resume=True))
+    assert resumed.epochs_done == 3
+    _same_weights(straight.last_path, resumed.last_path)
+    _same_weights(straight.best_path, resumed.best_path)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+    # and the weights did change during training (score_fr starts at zero): the comparison is not vacuous
+    a = load_checkpoint(straight.last_path)["state_dict"]
+    assert a["score_fr.weight"].abs().sum() > 0
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    out = tmp_path / "k.pt"
+    last = last_path_for(out)
+    argv = ["--format", "synthetic", "--synthetic-size", "32x32", "--synthetic-count", "12x4", "--epochs", "4",
+            "--batch-size", "4", "--crop", "32x32", "--scale", "0.75,1.25", "--class-weights", "median-freq",
+            "--seed", "7", "--threads", "1", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "fcn_deploy.training.train", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    killed_at = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists():
+            try:
+                ep = load_checkpoint(last)["train"]["epoch"]
+            except Exception:  # pragma: no cover - file replaced while reading
+                ep = 0
+            if ep >= 1:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.02)
+    proc.wait(30)
+    assert killed_at is not None and killed_at < 4, f"run was not killed mid-way ({proc.stderr.read().decode()[-300:]})"
+    assert load_checkpoint(last)["train"]["epoch"] < 4
+    rc = main([*argv, "--resume"])
+    assert rc == 0
+    straight = train(TrainConfig(out=str(tmp_path / "s.pt"), format="synthetic",
+                                 synthetic=D.SyntheticSpec(num_train=12, num_val=4, height=32, width=32),
+                                 epochs=4, batch_size=4, crop=(32, 32), scale_range=(0.75, 1.25),
+                                 class_weights="median-freq", seed=7, threads=1, progress=False))
+    _same_weights(straight.last_path, last)
+
+
+def test_checkpoint_contents_and_metrics(tmp_path):
+    res = train(tiny_cfg(tmp_path / "m.pt", epochs=2, val_every=1, arch="fcn16s"))
+    ck = load_checkpoint(res.best_path)  # weights_only=True inside
+    assert ck["model"] == {"arch": "fcn16s", "backbone": "resnet18", "num_classes": 5, "learnable_upsampling": False}
+    info = ck["info"]
+    assert info["class_names"] == list(D.SYNTHETIC_CLASSES) and info["ignore_index"] == 255
+    order, scale, mean, std = input_convention("resnet18")
+    assert (info["channel_order"], info["scale"], info["mean"], info["std"]) == (order, scale, list(mean), list(std))
+    m = ck["metrics"]
+    assert set(("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "epoch")) <= set(m)
+    # the stored metrics are those of the stored weights
+    model, _, _ = model_from_checkpoint(res.best_path)
+    val = D.open_dataset("synthetic", None, "val", synthetic=TINY)
+    again = evaluate(model, val, input_convention("resnet18"), device=torch.device("cpu"))
+    for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert again[k] == pytest.approx(m[k], abs=1e-9)
+    last = load_checkpoint(res.last_path)
+    st = last["train"]
+    assert st["epoch"] == 2 and st["finished"] and len(st["history"]) == 2
+    assert isinstance(st["class_weights"], torch.Tensor) and st["class_weights"].shape == (5,)
+    # everything loads with the safe unpickler
+    torch.load(res.last_path, weights_only=True)
+
+
+def test_time_budget_stops_and_saves(tmp_path):
+    res = train(tiny_cfg(tmp_path / "t.pt", epochs=10_000, time_budget_min=0.03))
+    assert res.stopped_by_budget or res.epochs_done >= 1
+    assert res.elapsed_s < 60
+    assert Path(res.best_path).is_file() and res.final_metrics
+    st = load_checkpoint(res.last_path)["train"]
+    assert st["finished"]
+    # resuming a finished run does nothing more
+    again = train(dataclasses.replace(tiny_cfg(tmp_path / "t.pt", epochs=10_000, time_budget_min=0.03), resume=True))
+    assert again.epochs_done == res.epochs_done
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    res = train(tiny_cfg(tmp_path / "bf.pt", epochs=1, amp=True, synthetic=dataclasses.replace(TINY, num_train=4)))
+    assert np.isfinite(res.history[0]["loss"])
+
+
+def test_lr_schedule():
+    cfg = tiny_cfg("x.pt", lr=1.0, poly_power=0.9, warmup=0.0)
+    assert lr_at(cfg, 0.0) == 1.0 and lr_at(cfg, 1.0) == 0.0
+    assert lr_at(cfg, 0.5) == pytest.approx(0.5 ** 0.9)
+    warm = dataclasses.replace(cfg, warmup=0.1)
+    assert lr_at(warm, 0.05) == pytest.approx(0.5 * 0.95 ** 0.9)
+
+
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    out = tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fcn_deploy.training.train", "--format", "synthetic", "--synthetic-size", "32x32",
+           "--synthetic-count", "12x4", "--epochs", "1", "--batch-size", "3", "--crop", "32x32",
+           "--threads", "1", "--device", "cpu", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("checkpoint:") == 1  # only rank 0 prints
+    model, info, ck = model_from_checkpoint(out)
+    assert info.num_classes == 5 and "mean_iu" in ck["metrics"]
+    st = load_checkpoint(last_path_for(out))["train"]
+    assert st["world_size"] == 2
+    assert st["history"][0]["images"] == 12  # both shards counted, each image once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.last.pt", "ddp.pt"]
+
+
+# -- CLI bad input ------------------------------------------------------------------------------
+
+
+def _bad_camvid(root):
+    for s in ("train", "val"):
+        (root / s).mkdir(parents=True)
+        (root / f"{s}annot").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / s / "a.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / f"{s}annot" / "a.png")
+    Image.fromarray(np.full((8, 8), 40, np.uint8)).save(root / "trainannot" / "a.png")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch", "fcn4s"], "unknown arch 'fcn4s'; valid: fcn16s, fcn32s, fcn8s, fcn8s-atonce"),
+    (["--backbone", "vgg19"], "unknown backbone"),
+    (["--format", "camvid", "--data", "{tmp}/missing"], "not found"),
+    (["--format", "camvid"], "--data is required"),
+    (["--crop", "abc"], "expected HxW"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--lr", "-1"], "lr must be a positive"),
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
+    (["--resume"], "nothing to resume"),
+    (["--backbone-weights", "{tmp}/none.pth"], "backbone weights not found"),
+    (["--format", "camvid", "--data", "{tmp}/bad"], "label out of range in"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_cli_bad_input_one_line_nothing_written(tmp_path, capsys, args, needle):
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    _bad_camvid(tmp_path / "bad")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    rc = main(argv + ["--out", str(outdir / "m.pt")] + (["--synthetic-count", "4x2"] if "--format" not in args else []))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert needle in err
+    assert list(outdir.iterdir()) == []
+
+
+def test_cli_out_must_be_pt_and_folder_must_exist(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--out must name a .pt file" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "no" / "m.pt"), "--synthetic-count", "4x2"]) == 2
+    assert "output folder does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
