@@ -285,3 +285,38 @@ def test_bench_config_rejects_bad_values():
                dict(iterations=None, duration_s=None), dict(threads=0), dict(settle_ms=-1), dict(shapes=())):
         with pytest.raises(FcnError):
             BenchConfig(**kw)
+
+
+def test_prepost_is_timed_through_the_segmenter_without_extra_inference(models, monkeypatch):
+    from fcn_deploy import segmenter
+
+    calls = {"infer": 0, "segment": 0}
+
+    def counting(path, *, threads=None):
+        from fcn_deploy.benchmarks.runtime import open_runner
+
+        r = open_runner(path, backend="onnxruntime", threads=threads, providers=("cpu",))
+        real = r.infer
+
+        def infer(feeds):
+            calls["infer"] += 1
+            return real(feeds)
+
+        r.infer = infer
+        return r
+
+    real_segment = segmenter.Segmenter.segment
+
+    def segment(self, *a, **k):
+        calls["segment"] += 1
+        return real_segment(self, *a, **k)
+
+    monkeypatch.setattr(segmenter.Segmenter, "segment", segment)
+    monkeypatch.setitem(targets._REGISTRY, "count", targets.Backend("count", "counting ORT", counting, "onnx"))
+    cfg = BenchConfig(shapes=((2, 3, 12, 20),), warmup=1, iterations=3, settle_ms=0.0)
+    rep = run_benchmark([TargetSpec("count", str(models["small"]), "A")], cfg)
+    row = rep["results"][0]
+    assert calls["infer"] == 1 + 3  # warm-up + timed; pre/post replays the output
+    assert calls["segment"] == bench.PREPOST_ITERATIONS
+    assert row["pre_ms"]["count"] == bench.PREPOST_ITERATIONS and row["post_ms"]["count"] == bench.PREPOST_ITERATIONS
+    assert row["pre_ms"]["min"] > 0 and row["post_ms"]["min"] > 0
