@@ -241,10 +241,10 @@ def run_demo(cfg: DemoConfig, *, say=print) -> dict:
         specs.append(TargetSpec("onnx", str(onnx_files["int8"]), "onnxruntime-int8"))
     if importlib.util.find_spec("openvino") is not None:
         specs.append(TargetSpec("openvino", str(onnx_files["fp32"]), "openvino-fp32"))
-    iters = 3 if cfg.quick else 10
+    iters = 3 if cfg.quick else 8
     t = st.start("bench", f"{len(specs)} targets interleaved, {iters} iterations at "
                           + ", ".join("x".join(map(str, s)) for s in shapes))
-    report = run_benchmark(specs, BenchConfig(shapes=tuple(shapes), warmup=1 if cfg.quick else 2, iterations=iters,
+    report = run_benchmark(specs, BenchConfig(shapes=tuple(shapes), warmup=1, iterations=iters,
                                               threads=cfg.threads, settle_ms=0.0 if cfg.quick else 20.0))
     rep.write_json(report, out / "bench.json")
     rep.write_markdown(report, out / "bench.md")
