@@ -221,3 +221,10 @@ def test_cli_out_must_be_pt_and_folder_must_exist(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "no" / "m.pt"), "--synthetic-count", "4x2"]) == 2
     assert "output folder does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loader_workers_do_not_change_the_batches(tmp_path):
+    small = dataclasses.replace(TINY, num_train=8, num_val=2)
+    a = train(tiny_cfg(tmp_path / "w0.pt", epochs=1, synthetic=small, workers=0))
+    b = train(tiny_cfg(tmp_path / "w1.pt", epochs=1, synthetic=small, workers=1))
+    _same_weights(a.last_path, b.last_path)
