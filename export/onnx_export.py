@@ -36,7 +36,7 @@ OPSET_RANGE = (13, 20)  # QDQ per-channel needs 13; torch's TorchScript exporter
 # Above this many bytes of tensors the ONNX is saved with external data (protobuf's limit is 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Size of the dummy input traced for a dynamic export.
-TRACE_HW = (64, 64)
+TRACE_HW = (32, 32)
 
 
 def _tool_version() -> str:
@@ -152,7 +152,7 @@ def torch_to_onnx(model, path, *, opset: int = 17, output_kind: str = "logits", 
 
     head = _Head.build(model, output_kind)
     out_name = OUTPUT_NAMES[output_kind]
-    n = batch if isinstance(batch, int) else 2
+    n = batch if isinstance(batch, int) else 1
     h, w = static_hw if static_hw else TRACE_HW
     dummy = torch.zeros(n, 3, h, w)
     torch.manual_seed(0)

@@ -3,6 +3,8 @@ data, so their score layers are not zero (zero score layers make any comparison 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fcn_deploy.modelinfo import ModelInfo
@@ -20,8 +22,11 @@ def info_for(arch: str, backbone: str, num_classes: int = 3) -> ModelInfo:
     )
 
 
+@functools.lru_cache(maxsize=4)
 def trained_model(arch: str, backbone: str, num_classes: int = 3, *, steps: int = 3, seed: int = 0, hw=(64, 64)):
-    """build_model + a few SGD steps on random images/labels; returns (model in eval mode, info)."""
+    """build_model + a few SGD steps on random images/labels; returns (model in eval mode, info).
+
+    Cached (tests share the models and must not change them)."""
     import torch
 
     from fcn_deploy.export.inputs import normalize, random_rgb

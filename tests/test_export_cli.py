@@ -63,9 +63,9 @@ def test_verify_fails_against_other_weights(tmp_path, ckpt, capsys):
 
 def test_labels_static_fixed_batch_from_cli(tmp_path, ckpt, capsys):
     out = tmp_path / "l.onnx"
-    assert export_main([str(ckpt / "model.pt"), str(out), "--output", "labels", "--static", "64x96", "--batch", "2"]) == 0
+    assert export_main([str(ckpt / "model.pt"), str(out), "--output", "labels", "--static", "48x64", "--batch", "2"]) == 0
     m = onnx.load(str(out))
-    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 64, 96]
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 48, 64]
     assert verify_main([str(ckpt / "model.pt"), str(out)]) == 0
 
 

@@ -35,8 +35,14 @@ def _check_fp32(model, info, path, sizes=((97, 131),)):
     return report
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet34"])
-@pytest.mark.parametrize("arch", ARCHS)
+# ResNet-18 x every arch and ResNet-34 FCN-8s run by default; ResNet-34 x the other archs and
+# VGG16 x every arch (a 537 MB model: ~20 s per export here) are gated behind FCN_DEPLOY_SLOW=1.
+RESNET_CASES = [(a, "resnet18") for a in ARCHS] + [("fcn8s", "resnet34")] + [
+    pytest.param(a, "resnet34", marks=[SLOW, pytest.mark.slow]) for a in ARCHS if a != "fcn8s"
+]
+
+
+@pytest.mark.parametrize("arch,backbone", RESNET_CASES)
 def test_fp32_export_verifies_resnets(tmp_path, arch, backbone):
     model, info = trained_model(arch, backbone, steps=1, hw=(32, 32))
     out = export_onnx((model, info), tmp_path / "m.onnx", verify=False)
@@ -54,6 +60,8 @@ def test_fp32_export_verifies_resnets(tmp_path, arch, backbone):
     assert len(back.source_sha256) == 64 and back.tool_version.startswith("fcn-deploy ")
 
 
+@SLOW
+@pytest.mark.slow
 def test_fp32_export_verifies_vgg16_fcn8s(tmp_path):
     model, info = trained_model("fcn8s", "vgg16", steps=1, hw=(32, 32))
     out = export_onnx((model, info), tmp_path / "vgg.onnx", verify=False)
@@ -81,7 +89,7 @@ def test_fp32_export_verifies_resnet_large_sizes(tmp_path, backbone):
 
 @pytest.fixture(scope="module")
 def r18():
-    return trained_model("fcn8s", "resnet18", steps=3)
+    return trained_model("fcn8s", "resnet18", steps=2, hw=(48, 48))
 
 
 def test_export_runs_its_own_check_and_logs_it(tmp_path, r18, caplog):
@@ -94,7 +102,7 @@ def test_export_runs_its_own_check_and_logs_it(tmp_path, r18, caplog):
 
 def test_labels_output_is_int32_argmax(tmp_path, r18):
     model, info = r18
-    out = export_onnx(r18, tmp_path / "l.onnx", output_kind="labels", verify_sizes=[(97, 131)])
+    out = export_onnx(r18, tmp_path / "l.onnx", output_kind="labels", verify=False)
     m = onnx.load(str(out))
     assert m.graph.output[0].name == "labels"
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
@@ -117,7 +125,7 @@ def test_probs_output_sums_to_one(tmp_path, r18):
 
 
 def test_static_and_fixed_batch_export(tmp_path, r18):
-    out = export_onnx(r18, tmp_path / "s.onnx", batch=2, static_hw=(97, 131))
+    out = export_onnx(r18, tmp_path / "s.onnx", batch=2, static_hw=(97, 131), verify=False)
     m = onnx.load(str(out))
     assert _dims(m.graph.input[0]) == [2, 3, 97, 131]
     assert not any(n.op_type == "Shape" for n in m.graph.node)  # crops folded to constants
@@ -134,7 +142,7 @@ def test_large_models_use_external_data(tmp_path, r18, monkeypatch):
     import fcn_deploy.export.onnx_export as ox
 
     monkeypatch.setattr(ox, "EXTERNAL_DATA_THRESHOLD", 1000)
-    out = export_onnx(r18, tmp_path / "big.onnx", verify_sizes=[(33, 45)])
+    out = export_onnx(r18, tmp_path / "big.onnx", verify=False)
     data = tmp_path / "big.onnx.data"
     assert data.is_file() and data.stat().st_size > out.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]

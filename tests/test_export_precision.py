@@ -22,7 +22,7 @@ from fcn_deploy.export.verify import verify_onnx  # noqa: E402
 
 @pytest.fixture(scope="module")
 def r18():
-    return trained_model("fcn8s", "resnet18", steps=3)
+    return trained_model("fcn8s", "resnet18", steps=2, hw=(48, 48))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def image_dir(tmp_path_factory):
     from PIL import Image
 
     d = tmp_path_factory.mktemp("calib")
-    for i, img in enumerate(random_rgb(6, 72, 96, seed=3)):
+    for i, img in enumerate(random_rgb(4, 48, 64, seed=3)):
         Image.fromarray(img).save(d / f"img{i}.png")
     return d
 
@@ -44,7 +44,7 @@ def _types(model):
 
 
 def test_fp16_graph_is_half_with_float_io_and_fp32_tail(tmp_path, r18):
-    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", output_kind="labels", verify_sizes=[(41, 57)])
+    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", output_kind="labels", verify_sizes=[(33, 45)])
     m = onnx.load(str(out))
     t = _types(m)
     H, F = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
@@ -58,17 +58,17 @@ def test_fp16_graph_is_half_with_float_io_and_fp32_tail(tmp_path, r18):
 
 
 def test_fp16_verifies_on_onnxruntime_and_in_true_float16(tmp_path, r18):
-    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", verify_sizes=[(41, 57)])
+    out = export_onnx(r18, tmp_path / "h.onnx", precision="fp16", verify=False)
     rep = verify_onnx(r18, out, sizes=[(41, 57)], batch=2)
     assert rep.precision == "fp16" and rep.passed, rep.format()
     # onnx.reference computes every op in numpy float16: the real fp16 arithmetic check.
-    ref = verify_onnx(r18, out, sizes=[(33, 45)], batch=1, engine="reference")
+    ref = verify_onnx(r18, out, sizes=[(32, 40)], batch=1, engine="reference")
     assert ref.passed, ref.format()
     assert 0 < ref.cases[0].rel_l2 < 1e-2  # float16 changed the numbers, a little
 
 
 def test_fp16_io_option(tmp_path, r18):
-    out = export_onnx(r18, tmp_path / "h16.onnx", precision="fp16", fp16_io=True, verify_sizes=[(33, 45)])
+    out = export_onnx(r18, tmp_path / "h16.onnx", precision="fp16", fp16_io=True, verify_sizes=[(32, 40)])
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
@@ -91,7 +91,7 @@ def test_convert_fp16_keeps_listed_nodes_fp32(tmp_path, r18):
 
 def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path, r18, image_dir):
     calib = CalibConfig(data=image_dir, format="folders", images=4, method="minmax")
-    out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify_sizes=[(72, 96)])
+    out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify=False)
     m = onnx.load(str(out))
     ops = [n.op_type for n in m.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
@@ -114,25 +114,25 @@ def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path,
             assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
     # Nothing after the last upsampling is quantized: the logits stay float.
     assert producers["logits"].op_type == "Slice"
-    rep = verify_onnx(r18, out, sizes=[(72, 96), (41, 57)], images=image_dir)
+    rep = verify_onnx(r18, out, sizes=[(48, 64), (41, 57)], images=image_dir)
     assert rep.precision == "int8" and rep.passed, rep.format()
     assert all(0 < c.rel_l2 for c in rep.cases)  # int8 really changed the numbers
 
 
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
     for method in ("entropy", "percentile"):
-        calib = CalibConfig(data=image_dir, format="folders", images=3, method=method, size=(48, 64))
-        out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify_sizes=[(48, 64)])
+        calib = CalibConfig(data=image_dir, format="folders", images=2, method=method, size=(32, 48))
+        out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify_sizes=[(32, 48)])
         assert check_qdq(onnx.load(str(out))) == []
 
 
 @pytest.mark.camvid
 def test_int8_calibrates_on_camvid(tmp_path, r18, camvid_dir):
-    calib = CalibConfig(data=camvid_dir, format="camvid", images=4, method="minmax", size=(90, 120))
+    calib = CalibConfig(data=camvid_dir, format="camvid", images=3, method="minmax", size=(60, 80))
     files = calibration_files(calib)
-    assert len(files) == 4 and all(f.parent.name == "train" for f in files)
+    assert len(files) == 3 and all(f.parent.name == "train" for f in files)
     out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify=False)
-    rep = verify_onnx(r18, out, sizes=[(90, 120)], batch=1, images=camvid_dir / "val")
+    rep = verify_onnx(r18, out, sizes=[(60, 80)], batch=1, images=camvid_dir / "val")
     assert rep.passed, rep.format()
 
 
