@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from fcn_deploy.errors import FcnError
+
+
+# errno values that always mean "the file could not be written" whatever path they name.
+_WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, n))
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def _create_temp(parent: Path, name: str, suffix: str) -> Path:
+    """Create an empty, new file ``parent/.name.XXXXXXXX.tmp<suffix>`` with mode ``0o666 & ~umask``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) the kernel applies the process umask, so the
+    final file gets the same permissions as one written with ``open(path, "w")``, without
+    reading the umask (``os.umask`` can only be read by changing it, which is not thread-safe).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp{suffix}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(parent))
 
 
 @contextlib.contextmanager
@@ -19,22 +47,43 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     Nothing half-written is ever left at ``path``: on any exception the temp file is removed.
+    A place that cannot be written (missing or read-only folder, ``path`` being a folder, a
+    pseudo file system such as /proc, a full disk) gives one :class:`FcnError`
+    ``cannot write <path>: <reason>``, also for an ``OSError`` about the temp file raised by the
+    body. The file gets mode ``0o666 & ~umask`` like any newly created file.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise FcnError(f"output folder does not exist: {parent}")
+    if not parent.is_dir():
+        raise FcnError(f"cannot write {path}: {parent} is not a folder")
+    if path.is_dir():
+        raise FcnError(f"cannot write {path}: it is a folder")
     if not os.access(parent, os.W_OK):
         raise FcnError(f"output folder is not writable: {parent}")
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp" + suffix, dir=parent)
-    os.close(fd)
-    tmp = Path(tmp)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        tmp = _create_temp(parent, path.name, suffix)
+    except OSError as e:
+        raise FcnError(f"cannot write {path}: {_reason(e)}") from None
+    try:
+        try:
+            yield tmp
+        except OSError as e:
+            if e.errno in _WRITE_ERRNOS or (e.filename is not None and str(e.filename) == str(tmp)):
+                raise FcnError(f"cannot write {path}: {_reason(e)}") from None
+            raise
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise FcnError(f"cannot write {path}: {_reason(e)}") from None
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except FileNotFoundError:
+            pass  # renamed onto path (or removed by the body)
+        except OSError as e:  # pragma: no cover - e.g. the folder became read-only meanwhile
+            logging.getLogger(__name__).warning("could not remove temporary file %s: %s", tmp, _reason(e))
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
