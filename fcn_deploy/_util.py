@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 from fcn_deploy.errors import FcnError
 
@@ -42,6 +42,19 @@ def _create_temp(parent: Path, name: str, suffix: str) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(parent))
 
 
+def _check_target(path) -> Tuple[Path, Path]:
+    """(path, its folder) after the checks that need no write: folder exists, path no folder."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise FcnError(f"output folder does not exist: {parent}")
+    if not parent.is_dir():
+        raise FcnError(f"cannot write {path}: {parent} is not a folder")
+    if path.is_dir():
+        raise FcnError(f"cannot write {path}: it is a folder")
+    return path, parent
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
@@ -52,14 +65,7 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
     ``cannot write <path>: <reason>``, also for an ``OSError`` about the temp file raised by the
     body. The file gets mode ``0o666 & ~umask`` like any newly created file.
     """
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise FcnError(f"output folder does not exist: {parent}")
-    if not parent.is_dir():
-        raise FcnError(f"cannot write {path}: {parent} is not a folder")
-    if path.is_dir():
-        raise FcnError(f"cannot write {path}: it is a folder")
+    path, parent = _check_target(path)
     if not os.access(parent, os.W_OK):
         raise FcnError(f"output folder is not writable: {parent}")
     try:
@@ -84,6 +90,24 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
             pass  # renamed onto path (or removed by the body)
         except OSError as e:  # pragma: no cover - e.g. the folder became read-only meanwhile
             logging.getLogger(__name__).warning("could not remove temporary file %s: %s", tmp, _reason(e))
+
+
+def check_writable(path) -> None:
+    """Raise FcnError unless ``path`` can be written by :func:`atomic_path` later on.
+
+    For long jobs that would otherwise only fail at their first save: checks the folder exists
+    and is a folder, ``path`` is not a folder, and a file can really be created (and removed)
+    there, which ``os.access`` does not tell for root or on pseudo file systems such as /proc.
+    """
+    path, parent = _check_target(path)
+    try:
+        tmp = _create_temp(parent, path.name, ".probe")
+    except OSError as e:
+        raise FcnError(f"cannot write {path}: {_reason(e)}") from None
+    try:
+        tmp.unlink()
+    except OSError as e:
+        raise FcnError(f"cannot write {path}: {_reason(e)}") from None
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

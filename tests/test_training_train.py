@@ -228,3 +228,26 @@ def test_loader_workers_do_not_change_the_batches(tmp_path):
     a = train(tiny_cfg(tmp_path / "w0.pt", epochs=1, synthetic=small, workers=0))
     b = train(tiny_cfg(tmp_path / "w1.pt", epochs=1, synthetic=small, workers=1))
     _same_weights(a.last_path, b.last_path)
+
+
+@pytest.mark.parametrize("where", ["proc", "out_is_folder", "last_is_folder"])
+def test_cli_unwritable_out_fails_before_any_data_is_read(tmp_path, capsys, monkeypatch, where):
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded before --out was checked")
+
+    monkeypatch.setattr(D, "open_dataset", no_data)
+    out = tmp_path / "m.pt"
+    if where == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux /proc")
+        out = Path("/proc/x.pt")
+    elif where == "out_is_folder":
+        out.mkdir()
+    else:
+        last_path_for(out).mkdir()
+    assert main(["--out", str(out), "--synthetic-count", "4x2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert "cannot write" in err or "not writable" in err
+    if where != "proc":
+        assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["m.pt"] if where == "out_is_folder" else ["m.last.pt"])

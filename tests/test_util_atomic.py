@@ -83,3 +83,15 @@ def test_mode_follows_umask(tmp_path, umask):
     for name in ("a.txt", "b.png"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
     assert _leftovers(tmp_path) == ["a.txt", "b.png"]
+
+
+def test_check_writable_probes_and_leaves_nothing(tmp_path):
+    from fcn_deploy._util import check_writable
+
+    check_writable(tmp_path / "m.pt")
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(FcnError, match="output folder does not exist"):
+        check_writable(tmp_path / "no" / "m.pt")
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(FcnError, match=r"cannot write /proc/m\.pt: "):
+            check_writable("/proc/m.pt")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcn_deploy._util import run_cli
+from fcn_deploy._util import check_writable, run_cli
 from fcn_deploy.errors import FcnError, unknown_name
 from fcn_deploy.metrics import ConfusionMatrix, format_scores
 from fcn_deploy.modelinfo import ModelInfo
@@ -342,8 +342,10 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
     max_threads = cfg.threads or torch.get_num_threads()
     out = Path(cfg.out)
     last = last_path_for(out)
-    if d.main and not out.parent.is_dir():
-        raise FcnError(f"output folder does not exist: {out.parent}")
+    if d.main:
+        # Fail now, not after the first epoch: both files must be creatable before any data is read.
+        check_writable(out)
+        check_writable(last)
 
     # -- data ---------------------------------------------------------------------------------
     train_ds = D.open_dataset(cfg.format, cfg.data, "train", synthetic=cfg.synthetic)
