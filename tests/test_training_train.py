@@ -129,6 +129,7 @@ def test_checkpoint_contents_and_metrics(tmp_path):
     st = last["train"]
     assert st["epoch"] == 2 and st["finished"] and len(st["history"]) == 2
     assert isinstance(st["class_weights"], torch.Tensor) and st["class_weights"].shape == (5,)
+    assert "rng" not in st  # torch's RNG is re-seeded from (seed, epoch): a stored state would be dead weight
     # everything loads with the safe unpickler
     torch.load(res.last_path, weights_only=True)
 
@@ -251,3 +252,13 @@ def test_cli_unwritable_out_fails_before_any_data_is_read(tmp_path, capsys, monk
     assert "cannot write" in err or "not writable" in err
     if where != "proc":
         assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["m.pt"] if where == "out_is_folder" else ["m.last.pt"])
+
+
+def test_cli_reports_the_best_scores_once(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    assert main(["--out", str(tmp_path / "m.pt"), "--synthetic-count", "4x2", "--synthetic-size", "32x32",
+                 "--epochs", "1", "--batch-size", "4", "--threads", "1"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines() + out.err.splitlines() + [m for msg in caplog.messages for m in msg.splitlines()]
+    best = [ln for ln in lines if ln.lstrip().startswith("best")]
+    assert len(best) == 1, best

@@ -9,7 +9,7 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
       "info": ModelInfo.to_dict(),      # class names, palette, input convention, ignore index
       "state_dict": {...},               # the FCN's tensors
       "metrics": {...},                  # validation metrics of these weights (may be empty)
-      "train": {...} | None,             # resume state (optimizer, scheduler, epoch, RNG, ...)
+      "train": {...} | None,             # resume state (optimizer, epoch, step, history, ...)
     }
 
 Writes are atomic (temp file + rename). A file that is not ours, truncated or corrupt gets one

@@ -317,10 +317,6 @@ def _config_dict(cfg: TrainConfig) -> Dict[str, Any]:
     return d
 
 
-def _rng_state() -> Dict[str, Any]:
-    return {"torch": torch.get_rng_state()}
-
-
 _RESUME_KEYS = ("format", "arch", "backbone", "seed", "batch_size", "crop", "scale_range", "learnable_upsampling",
                 "optimizer", "class_weights")
 
@@ -460,6 +456,7 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
                              convention=convention)
         loader = torch.utils.data.DataLoader(bds, batch_size=None, shuffle=False, num_workers=cfg.workers,
                                              persistent_workers=False)
+        # Torch's RNG is a function of (seed, epoch) alone, so the resume state stores no RNG state.
         torch.manual_seed(cfg.seed * 100003 + epoch)
         ddp_model.train()
         ep_t0 = time.perf_counter()
@@ -558,7 +555,6 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
                 "history": history, "best": best, "finished": finished,
                 "stopped_by_budget": stopped_by_budget,
                 "class_weights": weights.clone() if weights is not None else None,
-                "rng": _rng_state(),
                 "world_size": d.world,
             }
             save_checkpoint(last, model, info, metrics=last_scores, train_state=state)
@@ -571,8 +567,6 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
         save_checkpoint(out, model, info, metrics=last_scores)
     elapsed = time.perf_counter() - run_t0
     if d.main:
-        if best:
-            log.info("best: epoch %d  %s", best["epoch"], format_scores(best))
         log.info("wrote %s (best) and %s (last, resumable); %.1f min", out, last, elapsed / 60)
     return TrainResult(best_path=str(out), last_path=str(last), best_metrics=best, final_metrics=last_scores,
                        history=history, epochs_done=epoch, elapsed_s=float(elapsed),
