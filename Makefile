@@ -12,7 +12,7 @@ CAMVID ?=
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean gpu-check
+.PHONY: venv demo test test-slow clean gpu-check
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: venv
 
 test: venv
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# The long checks: every arch x backbone (VGG16 included) exported and verified at 97x131,
+# 360x480 and 500x375, batch 1 and 2.
+test-slow: venv
+	FCN_DEPLOY_SLOW=1 $(PYTHON) -m pytest -q -m slow $(PYTEST_ARGS)
 
 gpu-check: venv
 	$(PYTHON) benchmarks/gpu_check.py
