@@ -262,3 +262,27 @@ def test_cli_reports_the_best_scores_once(tmp_path, capsys, caplog):
     lines = out.out.splitlines() + out.err.splitlines() + [m for msg in caplog.messages for m in msg.splitlines()]
     best = [ln for ln in lines if ln.lstrip().startswith("best")]
     assert len(best) == 1, best
+
+
+def _save_zip_then_cut(path):
+    torch.save({"a": torch.zeros(256)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_text("hello, I am a text file\n"), "not a torch checkpoint file"),
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (_save_zip_then_cut, "truncated"),
+    (lambda p: torch.save({"a": np.zeros(3)}, p), "safe loader (weights_only=True) refuses"),
+])
+def test_unreadable_checkpoint_says_why(tmp_path, make, reason):
+    from fcn_deploy.errors import FcnError
+
+    p = tmp_path / "t.pt"
+    make(p)
+    with pytest.raises(FcnError) as e:
+        load_checkpoint(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p} is not a readable fcn-deploy checkpoint (") and reason in msg, msg
+    assert "\n" not in msg

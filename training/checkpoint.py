@@ -18,6 +18,8 @@ Writes are atomic (temp file + rename). A file that is not ours, truncated or co
 
 from __future__ import annotations
 
+import os
+import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -59,6 +61,37 @@ def save_checkpoint(
         torch.save(ckpt, tmp)
 
 
+def _unreadable_reason(path, e: Exception) -> str:
+    """Why ``torch.load`` failed, in words: torch's own messages (``KeyError: 105`` for a text
+    file, miniz internals for a truncated zip) say nothing to a user, so look at the file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as oe:
+        return oe.strerror or type(oe).__name__
+    refused = "Weights only load failed" in str(e)
+    if size == 0:
+        return "empty file"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            return "truncated or damaged file: its zip directory is missing"
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, RuntimeError):
+            return "damaged zip archive"
+        if not any(n.endswith("/data.pkl") for n in names):
+            return "a zip archive, but not a torch checkpoint file"
+    elif head[:1] != b"\x80":  # neither zip nor pickle (protocol >= 2): text, image, random bytes
+        return "not a torch checkpoint file"
+    if refused:
+        return "holds Python objects that the safe loader (weights_only=True) refuses; not saved by fcn-deploy"
+    if isinstance(e, EOFError) or any(w in str(e).lower() for w in ("truncated", "unexpected eof")):
+        return "truncated file"
+    return f"damaged torch file: {type(e).__name__}"
+
+
 def load_checkpoint(path) -> Dict[str, Any]:
     """Read and validate a checkpoint (weights_only=True). FcnError on anything else."""
     try:
@@ -68,8 +101,7 @@ def load_checkpoint(path) -> Dict[str, Any]:
     except IsADirectoryError:
         raise FcnError(f"checkpoint path is a folder: {path}") from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FcnError(f"{path} is not a readable fcn-deploy checkpoint ({first[:200]})") from None
+        raise FcnError(f"{path} is not a readable fcn-deploy checkpoint ({_unreadable_reason(path, e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise FcnError(f"{path} is not an fcn-deploy checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
