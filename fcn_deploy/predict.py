@@ -10,9 +10,13 @@ the class ids (viewable in any image viewer thanks to the palette). With ``--ove
 ``OUT/X_overlay.png`` (the colorized mask over the image, ``--alpha`` = mask weight).
 ``--labels-only`` writes the class ids as plain 8-bit grey PNGs without a palette (for tools
 such as OpenCV that expand palettes into colours). Images found in a folder keep their
-sub-folder path under ``OUT``. Every file is written atomically.
+sub-folder path under ``OUT``. Every file is written atomically. Two inputs that would write
+the same output file (``a.png`` and ``a.jpg``; with ``--overlay`` also ``a.png`` and
+``a_overlay.png``) are refused before anything is written: nothing is overwritten silently.
+``OUT`` is created only once the model has loaded.
 
-An image that cannot be read or segmented is reported and skipped; the others are processed.
+An image that cannot be read, segmented or written (bad file, full disk...) is reported and
+skipped; the others are processed.
 Exit status: 0 all written, 1 some images failed, 2 usage or model errors.
 """
 
@@ -48,9 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def collect_inputs(inputs: List[str]) -> List[Tuple[Path, Path]]:
+def output_names(stem: Path, *, overlay: bool = False) -> List[Path]:
+    """The files (relative to OUT) written for an image with output stem ``stem``."""
+    return [Path(f"{stem}.png")] + ([Path(f"{stem}_overlay.png")] if overlay else [])
+
+
+def collect_inputs(inputs: List[str], *, overlay: bool = False) -> List[Tuple[Path, Path]]:
     """(image path, output stem relative to OUT) for every input; folders are searched
-    recursively for image extensions. Missing paths and name clashes are usage errors."""
+    recursively for image extensions. Missing paths are usage errors, and so are two images
+    that would write the same output file (``a.png``/``a.jpg``, or with ``overlay`` ``a.png``
+    and ``a_overlay.png``, whose overlay and label map are both ``a_overlay.png``): nothing is
+    ever overwritten silently."""
     out: List[Tuple[Path, Path]] = []
     for raw in inputs:
         p = Path(raw)
@@ -64,28 +76,47 @@ def collect_inputs(inputs: List[str]) -> List[Tuple[Path, Path]]:
         else:
             raise FcnError(f"{p}: no such file or folder")
     seen = {}
+    owner = {}  # output file -> the image that writes it
     unique = []
     for src, stem in out:
-        if stem in seen:
-            if seen[stem].resolve() == src.resolve():
-                continue  # the same file named twice
-            raise FcnError(f"{seen[stem]} and {src} would both write {stem}.png; pass them in separate runs")
+        if stem in seen and seen[stem].resolve() == src.resolve():
+            continue  # the same file named twice
+        names = output_names(stem, overlay=overlay)
+        for name in names:
+            if name in owner:
+                raise FcnError(f"{owner[name]} and {src} would both write {name}; "
+                               "rename one or pass them in separate runs with different --out folders")
+        for name in names:
+            owner[name] = src
         seen[stem] = src
         unique.append((src, stem))
     return unique
+
+
+def _first_existing(p: Path) -> Path:
+    for q in [p, *p.parents]:
+        if q.exists():
+            return q
+    return Path(".")
+
+
+def _reason(e: OSError) -> str:
+    return f"{e.strerror or type(e).__name__}" + (f": {e.filename}" if e.filename else "")
 
 
 def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         raise FcnError(f"--alpha must be within [0, 1], got {args.alpha}")
-    items = collect_inputs(args.inputs)
+    items = collect_inputs(args.inputs, overlay=args.overlay)
     if not items:
         raise FcnError("no images found in the given inputs")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise FcnError(f"--out {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    base = _first_existing(out_dir)
+    if not base.is_dir():
+        raise FcnError(f"cannot create --out {out_dir}: {base} is not a folder")
 
     from fcn_deploy.segmenter import Segmenter
 
@@ -93,6 +124,12 @@ def _main(argv=None) -> int:
     if args.threads is not None:
         options["threads"] = args.threads
     seg = Segmenter.load(args.model, backend=args.backend, **options)
+    # Created only now, so that a bad --model leaves no empty folder behind.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        seg.close()
+        raise FcnError(f"cannot create --out {out_dir}: {e.strerror or type(e).__name__}") from None
     print(f"{args.model}: {seg.info.arch}/{seg.info.backbone}, {seg.num_classes} classes, {seg.backend} on {seg.device}")
 
     try:
@@ -117,9 +154,9 @@ def _main(argv=None) -> int:
                 if t is not None:
                     infer_ms += t.infer_ms
                     overhead_ms += t.overhead_ms
-            except FcnError as e:
+            except (FcnError, OSError) as e:  # OSError: e.g. disk full, a file where a sub-folder goes
                 failed.append(src)
-                msg = str(e)
+                msg = _reason(e) if isinstance(e, OSError) else str(e)
                 if not msg.startswith(str(src)):
                     msg = f"{src}: {msg}"
                 log.error("skipped %s", msg)

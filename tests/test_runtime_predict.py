@@ -1,6 +1,8 @@
 """fcn-predict: palette label PNGs and overlays for files and folders, a bad image skipped
 with exit status 1, usage/model errors with exit status 2."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -130,3 +132,64 @@ def test_name_clash_is_refused(tmp_path):
 
     with pytest.raises(FcnError, match="would both write x.png"):
         collect_inputs([str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_out_that_cannot_be_a_folder_is_one_error(model, tmp_path, capsys, where):
+    path, _, _, _ = model
+    Image.fromarray(random_image(8, 8)).save(tmp_path / "x.png")
+    if where == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc")
+        out = "/proc/self/x"
+    else:
+        (tmp_path / "some_file").write_text("keep")
+        out = str(tmp_path / "some_file" / "x")
+    assert main(["--model", str(path), str(tmp_path / "x.png"), "--out", out, "--no-progress"]) == 2
+    assert f"cannot create --out {out}" in _one_error_line(capsys)
+
+
+def test_bad_model_leaves_no_output_folder(tmp_path, capsys):
+    Image.fromarray(random_image(8, 8)).save(tmp_path / "x.png")
+    out = tmp_path / "new" / "o"
+    assert main(["--model", str(tmp_path / "missing.onnx"), str(tmp_path / "x.png"), "--out", str(out)]) == 2
+    _one_error_line(capsys)
+    assert not (tmp_path / "new").exists()
+
+
+def test_os_error_on_one_image_is_reported_and_counted(model, images, tmp_path, capsys):
+    path, info, W, b = model
+    src, imgs = images
+    (src / "broken.png").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the sub-folder should go")
+    rc = main(["--model", str(path), str(src), "--out", str(out), "--no-progress"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "b.png" in err and "1 of 3 image(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png", "sub"]
+    assert (out / "sub").read_text() == "a file where the sub-folder should go"
+    _check_labels(out / "a.png", imgs["a.png"], info, W, b)
+
+
+def test_overlay_name_clash_is_refused_not_overwritten(model, tmp_path, capsys):
+    path, info, W, b = model
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["a.png", "a_overlay.png"]):
+        Image.fromarray(random_image(9, 11, 10 + i)).save(src / name)
+    out = tmp_path / "o"
+    assert main(["--model", str(path), str(src), "--out", str(out), "--overlay", "--no-progress"]) == 2
+    assert "would both write a_overlay.png" in _one_error_line(capsys)
+    assert not out.exists()
+    # without --overlay the two label maps have different names: no clash
+    assert main(["--model", str(path), str(src), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.png"]
+    _check_labels(out / "a_overlay.png", np.asarray(Image.open(src / "a_overlay.png")), info, W, b)
