@@ -1,406 +1,49 @@
-"""Segmentation datasets, augmentation and batching for training.
+"""Segmentation datasets for training: normalisation, augmentation and batching (torch).
+
+The readers (layouts ``camvid`` / ``voc`` / ``folders`` / ``synthetic``, file pairing, label
+reading, checks, class names, palette, ignore index, median-frequency weights) live in the
+torch-free :mod:`fcn_deploy.datasets`, shared with fcn-eval and int8 calibration; their names
+are re-exported here (``open_dataset``, ``SegDataset``, ``SyntheticSpec``, ...), so
+``fcn_deploy.training.data.open_dataset`` is the same function.
 
 Every dataset yields decoded ``uint8`` arrays (``image`` H x W x 3 RGB, ``label`` H x W class
-indices) and knows its class names, palette and ignore index. Images are decoded once and kept
-in RAM (``cache=True``): CamVid's 367 training frames are ~250 MB decoded, and decoding PNGs
-again every epoch would cost more than the 2-core CPU can spare.
-
-Layouts (``open_dataset(fmt, root, split)``):
-
-- ``camvid``: ``root/{train,val}/X.png`` with ``root/{train,val}annot/X.png`` (uint8 class index;
-  11 classes, 11 = void = ignore).
-- ``voc``: PASCAL VOC ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNGs read
-  as indices), ``ImageSets/Segmentation/{train,val}.txt``; 21 classes, 255 = ignore. ``root`` may
-  be the ``VOC20xx`` folder or a folder above it (``VOCdevkit/VOC2012`` is searched).
-- ``folders``: ``root/images/`` + ``root/masks/`` (mask = single-channel PNG of class indices with
-  the image's stem, 255 = ignore). Split: either ``images/{train,val}/`` and
-  ``masks/{train,val}/`` sub-folders, or one flat folder split deterministically (files sorted by
-  name; every 5th file, i.e. index % 5 == 4, is ``val``). Class names come from
-  ``root/classes.txt`` (one per line) when present, otherwise ``class0..classN-1`` with N = the
-  largest label seen + 1.
-- ``synthetic``: shapes on textured backgrounds, generated deterministically from a seed; no
-  files needed (the embedded default).
-
-Bad data (missing mask, size mismatch, unreadable file, label out of range) raises
-:class:`FcnError` naming the file.
+indices). Images are decoded once and kept in RAM (``cache=True``): CamVid's 367 training
+frames are ~250 MB decoded, and decoding PNGs again every epoch would cost more than the
+2-core CPU can spare.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcn_deploy.errors import FcnError, unknown_name
-from fcn_deploy.palette import (
-    CAMVID_CLASSES,
-    CAMVID_IGNORE,
-    CAMVID_PALETTE,
-    VOC_CLASSES,
-    VOC_IGNORE,
-    default_palette,
-    voc_palette,
+from fcn_deploy.datasets import (  # noqa: F401  (re-exported: the readers' public names)
+    FOLDERS_IGNORE,
+    FORMATS,
+    SPLITS,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_IGNORE,
+    PairDataset,
+    SegDataset,
+    SyntheticDataset,
+    SyntheticSpec,
+    camvid,
+    folders,
+    list_images,
+    open_dataset,
+    read_image,
+    read_label,
+    voc,
 )
+from fcn_deploy.errors import FcnError
+from fcn_deploy.image import IMAGE_EXTENSIONS as IMAGE_EXTS  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("camvid", "voc", "folders", "synthetic")
-SPLITS = ("train", "val")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-FOLDERS_IGNORE = 255
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding
-# ------------------------------------------------------------------------------------------------
-
-
-def read_image(path) -> np.ndarray:
-    """RGB uint8 H x W x 3; FcnError naming the file when it cannot be decoded."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise FcnError(f"image not found: {path}") from None
-    except Exception as e:
-        raise FcnError(f"unreadable image {path}: {type(e).__name__}: {str(e)[:120]}") from None
-
-
-def read_label(path) -> np.ndarray:
-    """Class-index map H x W (palette PNGs read as indices); FcnError naming the file otherwise."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "1"):
-                raise FcnError(
-                    f"label {path} has mode {im.mode}: expected a single-channel (or palette) PNG of class indices"
-                )
-            arr = np.array(im)
-    except FcnError:
-        raise
-    except FileNotFoundError:
-        raise FcnError(f"mask not found: {path}") from None
-    except Exception as e:
-        raise FcnError(f"unreadable mask {path}: {type(e).__name__}: {str(e)[:120]}") from None
-    if arr.dtype != np.uint8:
-        if arr.min() < 0 or arr.max() > 65535:
-            raise FcnError(f"label {path} has values outside 0..65535")
-        arr = arr.astype(np.int32 if arr.max() > 255 else np.uint8)
-    return arr
-
-
-# ------------------------------------------------------------------------------------------------
-# Datasets
-# ------------------------------------------------------------------------------------------------
-
-
-class SegDataset:
-    """A list of (image, label) pairs with class names, palette and ignore index.
-
-    ``get(i)`` returns the decoded ``(image uint8 HxWx3 RGB, label HxW)`` after checking the pair
-    (same size, labels in ``[0, num_classes)`` or ``ignore_index``). With ``cache`` the checked
-    arrays stay in memory.
-    """
-
-    def __init__(self, *, name: str, split: str, class_names: Sequence[str], palette, ignore_index: int,
-                 cache: bool = True):
-        self.name = name
-        self.split = split
-        self.class_names = tuple(class_names)
-        self.palette = tuple(tuple(int(v) for v in c) for c in palette)[: len(self.class_names)]
-        self.ignore_index = int(ignore_index)
-        self.cache = cache
-        self._cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
-        self._class_weights: Optional[np.ndarray] = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def describe(self, i: int) -> str:
-        """A name for sample ``i`` (file path) used in error messages."""
-        return f"{self.name}[{i}]"
-
-    def _load(self, i: int) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def get(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
-        if i in self._cache:
-            return self._cache[i]
-        img, lab = self._load(i)
-        self._check(i, img, lab)
-        if self.cache:
-            self._cache[i] = (img, lab)
-        return img, lab
-
-    def _check(self, i: int, img: np.ndarray, lab: np.ndarray) -> None:
-        if img.shape[:2] != lab.shape[:2]:
-            raise FcnError(
-                f"size mismatch for {self.describe(i)}: image {img.shape[1]}x{img.shape[0]}, "
-                f"mask {lab.shape[1]}x{lab.shape[0]} (WxH)"
-            )
-        bad = (lab >= self.num_classes) & (lab != self.ignore_index)
-        if bad.any():
-            v = int(lab[bad].flat[0])
-            raise FcnError(
-                f"label out of range in {self.describe(i)}: value {v} (valid 0..{self.num_classes - 1} "
-                f"and ignore {self.ignore_index})"
-            )
-
-    def preload(self, progress: bool = False) -> None:
-        """Decode and check every sample now (fails early on bad data)."""
-        it = range(len(self))
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"loading {self.name}/{self.split}", leave=False)
-        for i in it:
-            self.get(i)
-
-    def class_histogram(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(pixels per class, pixels of the images containing each class)."""
-        n = self.num_classes
-        counts = np.zeros(n, dtype=np.int64)
-        present = np.zeros(n, dtype=np.int64)
-        for i in range(len(self)):
-            lab = self.get(i)[1]
-            h = np.bincount(lab[lab < n].ravel().astype(np.int64), minlength=n)[:n]
-            counts += h
-            present += (h > 0) * lab.size
-        return counts, present
-
-    def median_frequency_weights(self) -> np.ndarray:
-        """Median-frequency balancing (Eigen & Fergus): w_c = median(f) / f_c, with f_c = pixels of c
-        / pixels of the images where c appears. Classes never seen get weight 1. Cached."""
-        if self._class_weights is None:
-            counts, present = self.class_histogram()
-            seen = counts > 0
-            if not seen.any():
-                raise FcnError(f"{self.name}/{self.split}: no labelled pixels, cannot compute class weights")
-            freq = np.where(seen, counts / np.maximum(present, 1), 0.0)
-            med = np.median(freq[seen])
-            self._class_weights = np.where(seen, med / np.where(seen, freq, 1.0), 1.0).astype(np.float32)
-        return self._class_weights
-
-
-class PairDataset(SegDataset):
-    """Datasets backed by (image path, label path) pairs."""
-
-    def __init__(self, pairs: Sequence[Tuple[Path, Path]], **kw):
-        super().__init__(**kw)
-        self.pairs = list(pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def describe(self, i: int) -> str:
-        return f"{self.pairs[i][0]} / {self.pairs[i][1]}"
-
-    def _load(self, i: int):
-        ip, lp = self.pairs[i]
-        if not lp.is_file():
-            raise FcnError(f"missing mask for {ip}: expected {lp}")
-        img = read_image(ip)
-        lab = read_label(lp)
-        return img, lab
-
-
-def _need_dir(p: Path, what: str) -> Path:
-    if not p.is_dir():
-        raise FcnError(f"{what} not found: {p}")
-    return p
-
-
-def _images_in(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
-def camvid(root, split: str, *, cache: bool = True) -> PairDataset:
-    root = Path(root)
-    _need_dir(root, "CamVid folder")
-    imgs = _need_dir(root / split, f"CamVid {split} images folder")
-    anns = root / f"{split}annot"
-    _need_dir(anns, f"CamVid {split} labels folder")
-    files = _images_in(imgs)
-    if not files:
-        raise FcnError(f"no images in {imgs}")
-    pairs = [(p, anns / (p.stem + ".png")) for p in files]
-    return PairDataset(pairs, name="camvid", split=split, class_names=CAMVID_CLASSES, palette=CAMVID_PALETTE,
-                       ignore_index=CAMVID_IGNORE, cache=cache)
-
-
-def _voc_root(root: Path) -> Path:
-    for cand in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012", root / "VOC2011",
-                 root / "VOCdevkit" / "VOC2011"):
-        if (cand / "JPEGImages").is_dir():
-            return cand
-    raise FcnError(f"no PASCAL VOC layout under {root} (expected JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)")
-
-
-def voc(root, split: str, *, cache: bool = True) -> PairDataset:
-    root = Path(root)
-    _need_dir(root, "VOC folder")
-    base = _voc_root(root)
-    lst = base / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not lst.is_file():
-        raise FcnError(f"VOC split list not found: {lst}")
-    ids = [line.strip().split()[0] for line in lst.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise FcnError(f"VOC split list is empty: {lst}")
-    pairs = []
-    for i in ids:
-        img = base / "JPEGImages" / f"{i}.jpg"
-        if not img.is_file():
-            alt = [p for p in (base / "JPEGImages").glob(f"{i}.*")]
-            img = alt[0] if alt else img
-        pairs.append((img, base / "SegmentationClass" / f"{i}.png"))
-    return PairDataset(pairs, name="voc", split=split, class_names=VOC_CLASSES, palette=voc_palette(21),
-                       ignore_index=VOC_IGNORE, cache=cache)
-
-
-def _mask_for(masks: Path, img: Path) -> Path:
-    return masks / (img.stem + ".png")
-
-
-def folders(root, split: str, *, cache: bool = True, class_names: Optional[Sequence[str]] = None) -> PairDataset:
-    root = Path(root)
-    _need_dir(root, "dataset folder")
-    images = _need_dir(root / "images", "images folder")
-    masks = _need_dir(root / "masks", "masks folder")
-    if (images / "train").is_dir() or (images / "val").is_dir():
-        img_dir = _need_dir(images / split, f"images/{split} folder")
-        mask_dir = _need_dir(masks / split, f"masks/{split} folder")
-        files = _images_in(img_dir)
-    else:
-        img_dir, mask_dir = images, masks
-        all_files = _images_in(images)
-        files = [p for k, p in enumerate(all_files) if (k % 5 == 4) == (split == "val")]
-    if not files:
-        raise FcnError(f"no {split} images in {img_dir}")
-    pairs = [(p, _mask_for(mask_dir, p)) for p in files]
-    names = class_names
-    if names is None:
-        ct = root / "classes.txt"
-        if ct.is_file():
-            names = [line.strip() for line in ct.read_text().splitlines() if line.strip()]
-            if not names:
-                raise FcnError(f"{ct} lists no classes")
-    if names is None:
-        names = [f"class{i}" for i in range(_max_label(root, mask_dir, masks) + 1)]
-    return PairDataset(pairs, name="folders", split=split, class_names=names, palette=default_palette(len(names)),
-                       ignore_index=FOLDERS_IGNORE, cache=cache)
-
-
-def _max_label(root: Path, *dirs: Path) -> int:
-    """Largest non-ignore label across all masks (both splits, so train and val agree)."""
-    top = -1
-    for p in sorted(set(q for d in dirs for q in d.rglob("*.png"))):
-        lab = read_label(p)
-        v = lab[lab != FOLDERS_IGNORE]
-        if v.size:
-            top = max(top, int(v.max()))
-    if top < 0:
-        raise FcnError(f"no labelled pixels in the masks under {root}; add classes.txt")
-    return top
-
-
-# -- synthetic ------------------------------------------------------------------------------------
-
-SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring")
-SYNTHETIC_IGNORE = 255
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    num_train: int = 64
-    num_val: int = 16
-    height: int = 64
-    width: int = 64
-    seed: int = 0
-
-
-class SyntheticDataset(SegDataset):
-    """Shapes (disc, box, triangle, ring) on a textured background, each class with its own hue
-    range and texture, plus a 1-pixel ignore border around each shape (as VOC outlines objects).
-    Sample ``i`` of a split depends only on (seed, split, i)."""
-
-    def __init__(self, spec: SyntheticSpec, split: str, *, cache: bool = True):
-        super().__init__(name="synthetic", split=split, class_names=SYNTHETIC_CLASSES,
-                         palette=default_palette(len(SYNTHETIC_CLASSES)), ignore_index=SYNTHETIC_IGNORE, cache=cache)
-        if spec.height < 16 or spec.width < 16:
-            raise FcnError(f"synthetic images must be at least 16x16, got {spec.width}x{spec.height}")
-        self.spec = spec
-        self.n = spec.num_train if split == "train" else spec.num_val
-        self._split_id = 0 if split == "train" else 1
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _load(self, i: int):
-        s = self.spec
-        rng = np.random.default_rng([s.seed, self._split_id, i])
-        h, w = s.height, s.width
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        # Background: low-frequency colour gradient + stripes + noise.
-        base = rng.uniform(40, 200, 3)
-        ang = rng.uniform(0, np.pi)
-        period = rng.uniform(4, 12)
-        stripes = 25 * np.sin((xx * np.cos(ang) + yy * np.sin(ang)) * 2 * np.pi / period)
-        img = base[None, None, :] + stripes[..., None] + rng.normal(0, 12, (h, w, 3))
-        lab = np.zeros((h, w), dtype=np.uint8)
-        hues = {1: (230, 60, 60), 2: (60, 200, 70), 3: (70, 90, 230), 4: (230, 210, 50)}
-        for _ in range(rng.integers(1, 4)):
-            c = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
-            r = rng.uniform(0.12, 0.28) * min(h, w)
-            cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
-            dy, dx = yy - cy, xx - cx
-            if c == 1:
-                inside = dy * dy + dx * dx <= r * r
-            elif c == 2:
-                inside = (np.abs(dy) <= r * 0.8) & (np.abs(dx) <= r)
-            elif c == 3:
-                inside = (dy <= r * 0.7) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
-            else:
-                d2 = dy * dy + dx * dx
-                inside = (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
-            colour = np.asarray(hues[c], np.float32) + rng.normal(0, 20, 3)
-            tex = rng.normal(0, 15, (h, w, 1)) + 10 * np.sin(xx * (0.5 + c * 0.3))[..., None]
-            img = np.where(inside[..., None], colour[None, None, :] + tex, img)
-            # ignore band on the edge of the shape
-            edge = inside & ~(
-                np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1)
-            )
-            lab[inside] = c
-            lab[edge] = SYNTHETIC_IGNORE
-        return np.clip(img, 0, 255).astype(np.uint8), lab
-
-
-def open_dataset(fmt: str, root, split: str, *, cache: bool = True,
-                 synthetic: Optional[SyntheticSpec] = None) -> SegDataset:
-    """The dataset registry. ``root`` is ignored for ``synthetic`` (``synthetic`` gives its spec)."""
-    if fmt not in FORMATS:
-        raise unknown_name("dataset format", fmt, FORMATS)
-    if split not in SPLITS:
-        raise unknown_name("split", split, SPLITS)
-    if fmt == "synthetic":
-        return SyntheticDataset(synthetic or SyntheticSpec(), split, cache=cache)
-    if root is None:
-        raise FcnError(f"--data is required for format {fmt}")
-    if not Path(root).exists():
-        raise FcnError(f"data folder not found: {root}")
-    return {"camvid": camvid, "voc": voc, "folders": folders}[fmt](root, split, cache=cache)
 
 
 # ------------------------------------------------------------------------------------------------
