@@ -85,7 +85,7 @@ def _write_synthetic(ds, root: Path, split: str) -> None:
 
 
 def _synthetic_spec(quick: bool, seed: int):
-    from fcn_deploy.training.data import SyntheticSpec
+    from fcn_deploy.datasets import SyntheticSpec
 
     if quick:
         return SyntheticSpec(num_train=8, num_val=2, height=48, width=64, seed=seed)
@@ -132,7 +132,7 @@ def run_demo(cfg: DemoConfig, *, say=print) -> dict:
         calib_dir, calib_fmt = data, "camvid"
         eval_limit = cfg.eval_limit or (4 if cfg.quick else 30)
     else:
-        from fcn_deploy.training.data import SyntheticDataset
+        from fcn_deploy.datasets import SyntheticDataset
 
         spec = _synthetic_spec(cfg.quick, cfg.seed)
         t = st.start("data", f"synthetic shapes ({spec.num_train} train / {spec.num_val} val images, "

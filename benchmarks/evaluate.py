@@ -5,8 +5,10 @@
     fcn-eval --model fcn8s.onnx --data ../shared/data/camvid --format camvid --split val \\
              --reference model.pt --json eval.json --confusion confusion.png
 
-Labels are read with fcn-train's own dataset readers (``fcn_deploy.training.data``) when torch
-is installed, else with a torch-free copy of the same layouts (benchmarks/datasets.py).
+Labels are read with fcn-train's own dataset readers (:mod:`fcn_deploy.datasets`, torch-free),
+so fcn-eval lists, decodes and checks exactly what fcn-train does, with or without torch. The
+model must have the dataset's class count (else one error line); pixels labelled with the
+dataset's ignore index are not scored.
 
 ``--model`` is a checkpoint (.pt, run with PyTorch), an ONNX file (onnxruntime or OpenVINO,
 ``--backend``) or a TensorRT plan. Deployed models run through the runtime's Segmenter (no
@@ -138,9 +140,8 @@ def evaluate(
             if ref.info.num_classes != seg.info.num_classes:
                 raise FcnError(f"--reference has {ref.info.num_classes} classes, the model {seg.info.num_classes}")
         n = seg.info.num_classes
-        expect = datasets.expected_classes(fmt)
-        if expect is not None and expect != n:
-            log.warning("the model has %d classes, a %s dataset %d: labels >= %d are not scored", n, fmt, expect, n)
+        ds = _matching_dataset(ds, seg.info, data=data, fmt=fmt, split=split)
+        ignore = getattr(ds, "ignore_index", None)
         cm, ref_cm = ConfusionMatrix(n), ConfusionMatrix(n)
         agree = agree_scored = scored = pixels = 0
         bar = _progress(count, "evaluating", progress)
@@ -148,6 +149,10 @@ def evaluate(
         try:
             for i in range(count):
                 img, lab = ds.get(i)
+                valid = (lab >= 0) & (lab < n)
+                if ignore is not None:
+                    valid &= lab != ignore
+                lab = np.where(valid, lab, -1)  # -1: never scored by the confusion matrix
                 pred = seg.segment(img).labels
                 cm.update(lab, pred)
                 pixels += pred.size
@@ -155,7 +160,6 @@ def evaluate(
                     rp = ref.segment(img).labels
                     ref_cm.update(lab, rp)
                     same = pred.astype(np.int64) == rp.astype(np.int64)
-                    valid = (lab >= 0) & (lab < n)
                     agree += int(same.sum())
                     agree_scored += int((same & valid).sum())
                     scored += int(valid.sum())
@@ -190,6 +194,22 @@ def evaluate(
             seg.close()
         if own_ref and ref is not None:
             ref.close()
+
+
+def _matching_dataset(ds, info, *, data, fmt: str, split: str):
+    """``ds``, or ``folders`` data reopened with the model's class names when its class count was
+    only guessed from the largest label in the masks; FcnError when the class counts differ."""
+    n, have = info.num_classes, len(ds.class_names)
+    if have == n:
+        if tuple(ds.class_names) != tuple(info.class_names) and getattr(ds, "classes_from", None) != "masks":
+            log.warning("the dataset names its classes %s, the model %s: the report uses the model's names",
+                        ", ".join(ds.class_names), ", ".join(info.class_names))
+        return ds
+    if getattr(ds, "classes_from", None) == "masks" and have < n and isinstance(data, (str, Path)):
+        return datasets.open_samples(data, fmt, split, class_names=info.class_names)
+    hint = "; add classes.txt to the dataset" if getattr(ds, "classes_from", None) == "masks" else ""
+    raise FcnError(f"class count mismatch: the model has {n} classes, the {fmt} dataset {have} "
+                   f"(a model trained on other classes cannot be scored on it){hint}")
 
 
 # -- output ---------------------------------------------------------------------------------------

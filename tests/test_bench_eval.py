@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import fcn_deploy.datasets as DS
 from fcn_deploy.benchmarks import datasets, evaluate
 from fcn_deploy.errors import FcnError
 
 from test_bench_tiny_models import tiny_camvid, tiny_checkpoint, tiny_info, tiny_onnx
+from test_datasets_readers import run_without_torch
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -90,22 +92,33 @@ def checkpoint(setup):
     return tiny_checkpoint(setup["dir"] / "ref.pt", classes=CAMVID_N, seed=1)
 
 
-def test_reference_agreement_against_direct_computation(setup, checkpoint):
+def _torch_predictions(ckpt, data):
+    """Argmax of the checkpoint's model run directly in PyTorch on the val images (hand-normalised)."""
     import torch
 
     from fcn_deploy.training.checkpoint import model_from_checkpoint
 
-    res = evaluate.evaluate(setup["model"], setup["data"], reference=checkpoint, progress=False)
-    preds, labels = _direct_predictions(setup["model"], setup["data"])
-    model, info, _ = model_from_checkpoint(checkpoint)
-    ref_preds = []
+    model, info, _ = model_from_checkpoint(ckpt)
+    model.eval()
+    preds = []
     with torch.no_grad():
-        for img_path in sorted((setup["data"] / "val").iterdir()):
+        for img_path in sorted((data / "val").iterdir()):
             rgb = np.asarray(Image.open(img_path).convert("RGB"), np.float64)
             x = (rgb * info.scale - np.array(info.mean)) / np.array(info.std)
             y = model(torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32)))
-            ref_preds.append(y[0].argmax(0).numpy())
-    agree = sum(int((p == r).sum()) for p, r in zip(preds, ref_preds)) / sum(p.size for p in preds)
+            preds.append(y[0].argmax(0).numpy())
+    return preds
+
+
+def _agreement(a, b):
+    return sum(int((p == r).sum()) for p, r in zip(a, b)) / sum(p.size for p in a)
+
+
+def test_reference_agreement_against_direct_computation(setup, checkpoint):
+    res = evaluate.evaluate(setup["model"], setup["data"], reference=checkpoint, progress=False)
+    preds, labels = _direct_predictions(setup["model"], setup["data"])
+    ref_preds = _torch_predictions(checkpoint, setup["data"])
+    agree = _agreement(preds, ref_preds)
     ref_scores, _ = _direct_scores(ref_preds, labels, CAMVID_N)
     r = res.reference
     assert 0.0 < agree < 1.0  # two unrelated models: a real, non-trivial agreement figure
@@ -115,11 +128,32 @@ def test_reference_agreement_against_direct_computation(setup, checkpoint):
     assert set(r) == {"model", "device", "metrics", "label_agreement", "label_agreement_scored", "mean_iu_delta"}
 
 
-def test_checkpoint_against_itself_agrees_fully(setup, checkpoint):
-    res = evaluate.evaluate(checkpoint, setup["data"], reference=checkpoint, limit=1, progress=False)
+def test_perturbed_checkpoint_against_its_source(setup, checkpoint):
+    """A copy of the reference with slightly perturbed score layers, both run by PyTorch through
+    the Segmenter: the agreement drops below 100 % by exactly what a direct computation finds."""
+    import torch
+
+    from fcn_deploy.training.checkpoint import model_from_checkpoint, save_checkpoint
+
+    model, info, _ = model_from_checkpoint(checkpoint)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if name.startswith("score") and isinstance(mod, torch.nn.Conv2d):
+                mod.weight.add_(torch.randn(mod.weight.shape, generator=gen) * 0.002)
+    perturbed = setup["dir"] / "perturbed.pt"
+    save_checkpoint(perturbed, model, info)
+
+    res = evaluate.evaluate(perturbed, setup["data"], reference=checkpoint, progress=False)
     assert res.backend == "torch"
-    assert res.reference["label_agreement"] == 1.0
-    assert res.reference["mean_iu_delta"] == 0.0
+    mine, ref = _torch_predictions(perturbed, setup["data"]), _torch_predictions(checkpoint, setup["data"])
+    _, labels = _direct_predictions(setup["model"], setup["data"])
+    agree = _agreement(mine, ref)
+    assert 0.5 < agree < 1.0  # close to its source, but not the same model
+    r = res.reference
+    assert r["label_agreement"] == pytest.approx(agree)
+    want = _direct_scores(mine, labels, CAMVID_N)[0]["mean_iu"] - _direct_scores(ref, labels, CAMVID_N)[0]["mean_iu"]
+    assert r["mean_iu_delta"] == pytest.approx(want)
 
 
 def test_confusion_png_with_and_without_matplotlib(setup, tmp_path, monkeypatch):
@@ -188,9 +222,67 @@ def test_cli_bad_input(setup, capsys, args, expect):
     assert expect in err
 
 
-@pytest.mark.parametrize("prefer_training", [True, False])
-def test_readers_list_the_same_layouts(tmp_path, prefer_training):
-    """fcn-train's readers (torch) and the torch-free fallback see the same samples."""
+def test_class_count_mismatch_is_an_error(setup, tmp_path, capsys):
+    five = tiny_onnx(tmp_path / "five.onnx", classes=5)
+    with pytest.raises(FcnError, match="class count mismatch: the model has 5 classes, the camvid dataset 11"):
+        evaluate.evaluate(five, setup["data"], progress=False)
+    rc = evaluate.main(["--model", str(five), "--data", str(setup["data"]), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "class count mismatch" in err
+
+
+class _IgnoreInRange:
+    """The tiny CamVid val split with its void pixels (11) relabelled 3 and ignore_index = 3: a
+    dataset whose ignore index lies inside the class range."""
+
+    def __init__(self, root):
+        self.ds = DS.open_dataset("camvid", root, "val", cache=False)
+        self.class_names, self.ignore_index = self.ds.class_names, 3
+
+    def __len__(self):
+        return len(self.ds)
+
+    def get(self, i):
+        img, lab = self.ds.get(i)
+        return img, np.where(lab == 11, 3, lab).astype(np.uint8)
+
+
+def test_ignore_index_is_masked_even_inside_the_class_range(setup):
+    res = evaluate.evaluate(setup["model"], _IgnoreInRange(setup["data"]), progress=False)
+    preds, labels = _direct_predictions(setup["model"], setup["data"])
+    _, hist = _direct_scores(preds, [np.where(l == 3, 255, l) for l in labels], CAMVID_N)
+    assert (labels[0] == 3).any()
+    np.testing.assert_array_equal(res.hist, hist)
+    assert res.hist[3].sum() == 0
+
+
+def _folders(root, top_label, classes_txt=None):
+    rng = np.random.default_rng(4)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for k in range(5):  # flat: a4 is val
+        Image.fromarray(rng.integers(0, 255, (9, 11, 3), dtype=np.uint8)).save(root / "images" / f"a{k}.png")
+        Image.fromarray(rng.integers(0, top_label + 1, (9, 11), dtype=np.uint8)).save(root / "masks" / f"a{k}.png")
+    if classes_txt:
+        (root / "classes.txt").write_text("\n".join(classes_txt) + "\n")
+    return root
+
+
+def test_folders_class_count(tmp_path):
+    three = tiny_onnx(tmp_path / "three.onnx", classes=3)
+    # no classes.txt, masks hold 0..1: the count is only a guess, the model's 3 names are used
+    res = evaluate.evaluate(three, _folders(tmp_path / "a", 1), fmt="folders", split="val", progress=False)
+    assert res.class_names == ["c0", "c1", "c2"] and res.hist.shape == (3, 3) and res.hist.sum() == 99
+    # classes.txt says 2: a real mismatch
+    with pytest.raises(FcnError, match="model has 3 classes, the folders dataset 2"):
+        evaluate.evaluate(three, _folders(tmp_path / "b", 1, ["road", "sky"]), fmt="folders", progress=False)
+    # masks hold 0..3 (4 classes at least): more than the model knows
+    with pytest.raises(FcnError, match="dataset 4 .*add classes.txt"):
+        evaluate.evaluate(three, _folders(tmp_path / "c", 3), fmt="folders", progress=False)
+
+
+def test_readers_list_the_layouts(tmp_path):
+    """fcn-eval's samples come from the shared torch-free readers (fcn_deploy.datasets), uncached."""
     rng = np.random.default_rng(0)
     f = tmp_path / "f"
     for sub in ("images", "masks"):
@@ -198,9 +290,8 @@ def test_readers_list_the_same_layouts(tmp_path, prefer_training):
     for k in range(6):  # flat folders: index % 5 == 4 is val
         Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(f / "images" / f"a{k}.jpg")
         Image.fromarray(np.full((8, 8), k % 2, np.uint8)).save(f / "masks" / f"a{k}.png")
-    if prefer_training:
-        pytest.importorskip("torch")
-    s = datasets.open_samples(f, "folders", "val", prefer_training=prefer_training)
+    s = datasets.open_samples(f, "folders", "val")
+    assert isinstance(s, DS.PairDataset) and not s.cache
     assert len(s) == 1 and "a4.jpg" in s.describe(0)
     img, lab = s.get(0)
     assert img.shape == (8, 8, 3) and lab.shape == (8, 8) and int(lab.max()) == 0
@@ -213,32 +304,21 @@ def test_readers_list_the_same_layouts(tmp_path, prefer_training):
     lab[2:4, 2:4] = 15
     Image.fromarray(lab).convert("P").save(v / "SegmentationClass" / "x1.png")
     (v / "ImageSets/Segmentation/val.txt").write_text("x1\n")
-    s = datasets.open_samples(tmp_path, "voc", "val", prefer_training=prefer_training)
+    s = datasets.open_samples(tmp_path, "voc", "val")
     assert len(s) == 1 and len(s.class_names) == 21
     with pytest.raises(FcnError, match="valid"):
-        datasets.open_samples(f, "coco", "val", prefer_training=prefer_training)
+        datasets.open_samples(f, "coco", "val")
 
     cv = tiny_camvid(tmp_path / "cv", n_val=2)
-    s = datasets.open_samples(cv, "camvid", "val", prefer_training=prefer_training)
+    s = datasets.open_samples(cv, "camvid", "val")
     assert len(s) == 2 and s.ignore_index == 11 and "img001.png" in s.describe(1)
 
 
-def test_eval_of_an_onnx_model_needs_no_torch(setup, tmp_path):
+def test_eval_of_an_onnx_model_needs_no_torch(setup):
     """The deployed path: fcn-eval on ONNX in a process where torch cannot be imported."""
-    import subprocess
-
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'torch':\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    out = run_without_torch(
         "from fcn_deploy.benchmarks.evaluate import main\n"
         f"rc = main(['--model', {str(setup['model'])!r}, '--data', {str(setup['data'])!r}, '-q'])\n"
-        "assert 'torch' not in sys.modules\n"
-        "sys.exit(rc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "mean IU" in out.stdout
