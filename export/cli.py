@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy", help="default: %(default)s")
     p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
+    p.add_argument("--quantize-head", action="store_true",
+                   help="int8: also quantize the FCN head (upsampling ConvTransposes and skip Adds); default float")
     p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
     p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
     p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
@@ -74,6 +76,7 @@ def _main(argv=None) -> int:
         calib = CalibConfig(
             data=Path(args.calib_data), format=args.calib_format, images=args.calib_images,
             method=args.calib_method, size=parse_size(args.calib_size) if args.calib_size else None,
+            quantize_head=args.quantize_head,
         )
     elif args.calib_data:
         log.warning("--calib-data is only used with --precision int8")

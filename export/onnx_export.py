@@ -325,8 +325,16 @@ def export_onnx(
                 plan = [(list(verify_sizes), 2)]
             else:  # batch 1 and 2 at the small odd size, batch 1 at the large one (VGG16 is slow)
                 plan = [([EXPORT_SIZES[0]], 2), (list(EXPORT_SIZES[1:]), 1)]
+            images = None
+            if precision == "int8" and calib is not None and not static_hw:
+                # Judge int8 on real images from the calibration folder, at the calibration size.
+                from fcn_deploy.export.precision import verification_files
+
+                images, calib_hw = verification_files(calib)
+                if not verify_sizes:
+                    plan = [([calib_hw], 2)]
             reports = [verify_model(model, info, tmp_path, sizes=sz, batch=b, static_batch=static_batch,
-                                    engine=engine, progress=progress) for sz, b in plan]
+                                    images=images, engine=engine, progress=progress) for sz, b in plan]
             report = dataclasses.replace(
                 reports[0], onnx=str(output), cases=tuple(c for r in reports for c in r.cases),
                 seconds=sum(r.seconds for r in reports),

@@ -18,6 +18,9 @@ int8 (:func:`quantize_int8`): onnxruntime's static QDQ quantization calibrated o
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,7 +238,9 @@ class CalibConfig:
     or ``folders`` (``DIR/images`` when present, else every image under DIR).
     ``images``: how many, spread evenly over the sorted list. ``method``: minmax | entropy |
     percentile (``percentile`` keeps ``percentile`` % of each histogram). ``size``: (H, W) to
-    resize to, None keeps each image's own size.
+    resize to, None keeps each image's own size. ``quantize_head``: also quantize the FCN head
+    (the upsampling ConvTransposes and the skip Adds, which carry class scores); by default they
+    stay float, see :func:`head_nodes`.
     """
 
     data: Path
@@ -244,6 +249,7 @@ class CalibConfig:
     method: str = "entropy"
     percentile: float = 99.999
     size: Optional[Tuple[int, int]] = None
+    quantize_head: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "data", Path(self.data))
@@ -259,6 +265,15 @@ class CalibConfig:
 
 def calibration_files(cfg: CalibConfig) -> List[Path]:
     """The calibration image files of ``cfg`` (``cfg.images`` of them, evenly spread)."""
+    files = _all_files(cfg)
+    n = min(int(cfg.images), len(files))
+    if n < int(cfg.images):
+        log.warning("calibration: asked for %d images, %s has %d", cfg.images, cfg.data, len(files))
+    idx = np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))
+    return [files[i] for i in idx]
+
+
+def _all_files(cfg: CalibConfig) -> List[Path]:
     from fcn_deploy.export.inputs import IMAGE_SUFFIXES, list_images
 
     root = cfg.data
@@ -280,12 +295,26 @@ def calibration_files(cfg: CalibConfig) -> List[Path]:
             files = list_images(jpeg)
     else:
         files = list_images(root / "images" if (root / "images").is_dir() else root)
-    files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    n = min(int(cfg.images), len(files))
-    if n < int(cfg.images):
-        log.warning("calibration: asked for %d images, %s has %d", cfg.images, root, len(files))
-    idx = np.unique(np.linspace(0, len(files) - 1, n).round().astype(int))
-    return [files[i] for i in idx]
+    return [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def verification_files(cfg: CalibConfig, n: int = 4):
+    """Real images to check an int8 export on: files of the calibration folder that were not used
+    for calibration when there are any (else the calibration files), and the calibration size."""
+    from PIL import Image
+
+    used = calibration_files(cfg)
+    every = _all_files(cfg)
+    rest = [f for f in every if f not in set(used)] or used
+    pick = [rest[i] for i in np.unique(np.linspace(0, len(rest) - 1, min(n, len(rest))).round().astype(int))]
+    size = cfg.size
+    if size is None:
+        try:
+            with Image.open(used[0]) as im:
+                size = (im.height, im.width)
+        except OSError as e:
+            raise FcnError(f"cannot read image {used[0]}: {e}") from None
+    return pick, tuple(size)
 
 
 class ImageCalibrationReader:
@@ -396,11 +425,13 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # onnxruntime logs each bias copy at INFO on the root logger
     try:
-        quantize_static(
-            str(pre), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES),
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=method, extra_options=extra,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints calibration progress
+            quantize_static(
+                str(pre), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES),
+                nodes_to_exclude=[] if calib.quantize_head else head_nodes(onnx.load(str(pre))),
+                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=method, extra_options=extra,
+            )
     except FcnError:
         raise
     except Exception as e:
@@ -412,6 +443,23 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     if problems:
         raise FcnError("int8 model breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
     return q
+
+
+def head_nodes(model) -> List[str]:
+    """Names of the FCN head nodes: every ConvTranspose, and every Add fed (through Slice /
+    Identity) by a ConvTranspose: the skip fusions of upsampled class scores."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def from_deconv(name: str, depth: int = 0) -> bool:
+        p = producers.get(name)
+        if p is None or depth > 6:
+            return False
+        if p.op_type == "ConvTranspose":
+            return True
+        return p.op_type in ("Slice", "Identity", "Cast") and from_deconv(p.input[0], depth + 1)
+
+    return [n.name for n in model.graph.node
+            if n.op_type == "ConvTranspose" or (n.op_type == "Add" and any(from_deconv(x) for x in n.input))]
 
 
 def check_qdq(model) -> List[str]:

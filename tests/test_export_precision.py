@@ -14,7 +14,7 @@ from fcn_deploy.errors import FcnError  # noqa: E402
 from fcn_deploy.export.inputs import random_rgb  # noqa: E402
 from fcn_deploy.export.onnx_export import export_onnx  # noqa: E402
 from fcn_deploy.export.precision import (  # noqa: E402
-    CalibConfig, calibration_files, check_qdq, convert_fp16,
+    CalibConfig, calibration_files, check_qdq, convert_fp16, head_nodes, verification_files,
 )
 from fcn_deploy.export.trt_check import check_trt  # noqa: E402
 from fcn_deploy.export.verify import verify_onnx  # noqa: E402
@@ -89,6 +89,12 @@ def test_convert_fp16_keeps_listed_nodes_fp32(tmp_path, r18):
     onnx.checker.check_model(h, full_check=True)
 
 
+def _qdq_layout(m):
+    inits = {t.name: t for t in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    return inits, producers
+
+
 def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path, r18, image_dir):
     calib = CalibConfig(data=image_dir, format="folders", images=4, method="minmax")
     out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify=False)
@@ -98,31 +104,52 @@ def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path,
     assert check_qdq(m) == []
     report = check_trt(m)
     assert report.ok, report.format()
-    inits = {t.name: t for t in m.graph.initializer}
-    producers = {o: n for n in m.graph.node for o in n.output}
+    inits, producers = _qdq_layout(m)
+    head = set(head_nodes(m))
+    assert sum(n.op_type == "ConvTranspose" for n in m.graph.node if n.name in head) == 3
+    assert sum(n.op_type == "Add" for n in m.graph.node if n.name in head) == 2  # the two skip fusions
     for n in m.graph.node:
-        if n.op_type in ("Conv", "ConvTranspose"):
+        if n.op_type == "Conv":
             dq = producers[n.input[1]]
-            assert dq.op_type == "DequantizeLinear"  # weights per channel, int8
-            axis = next(a.i for a in dq.attribute if a.name == "axis")
-            assert axis == (1 if n.op_type == "ConvTranspose" else 0)
+            assert dq.op_type == "DequantizeLinear"  # weights per channel on axis 0, int8
+            assert next(a.i for a in dq.attribute if a.name == "axis") == 0
             assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
             assert producers[n.input[0]].op_type == "DequantizeLinear"  # activations quantized
             if len(n.input) > 2:
                 assert inits[n.input[2]].data_type == onnx.TensorProto.FLOAT  # bias stays float
-        if n.op_type == "Add":  # skip fusions: both inputs quantized
+        elif n.op_type == "Add" and n.name not in head:  # residual Adds: both inputs quantized
             assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
+        elif n.name in head:  # class scores stay float by default
+            assert all(producers.get(x) is None or producers[x].op_type != "DequantizeLinear" for x in n.input)
     # Nothing after the last upsampling is quantized: the logits stay float.
     assert producers["logits"].op_type == "Slice"
     rep = verify_onnx(r18, out, sizes=[(48, 64), (41, 57)], images=image_dir)
     assert rep.precision == "int8" and rep.passed, rep.format()
     assert all(0 < c.rel_l2 for c in rep.cases)  # int8 really changed the numbers
+    assert {c.counted for c in rep.cases if c.inputs == "random"} == {False}  # judged on real images
+
+
+def test_int8_with_quantized_head_uses_tensorrt_deconv_axis(tmp_path, r18, image_dir):
+    calib = CalibConfig(data=image_dir, format="folders", images=2, method="minmax", size=(48, 64), quantize_head=True)
+    out = export_onnx(r18, tmp_path / "qh.onnx", precision="int8", calib=calib, verify_sizes=[(48, 64)])
+    m = onnx.load(str(out))
+    assert check_qdq(m) == [] and check_trt(m).ok
+    inits, producers = _qdq_layout(m)
+    deconvs = [n for n in m.graph.node if n.op_type == "ConvTranspose"]
+    assert len(deconvs) == 3
+    for n in deconvs:
+        dq = producers[n.input[1]]
+        assert dq.op_type == "DequantizeLinear" and next(a.i for a in dq.attribute if a.name == "axis") == 1
+        assert producers[n.input[0]].op_type == "DequantizeLinear"
+    for n in m.graph.node:
+        if n.op_type == "Add":  # every Add, skip fusions included: both inputs quantized
+            assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
 
 
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
     for method in ("entropy", "percentile"):
         calib = CalibConfig(data=image_dir, format="folders", images=2, method=method, size=(32, 48))
-        out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify_sizes=[(32, 48)])
+        out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify=False)
         assert check_qdq(onnx.load(str(out))) == []
 
 
@@ -147,6 +174,8 @@ def test_calibration_folder_layouts(tmp_path):
         img.save(tmp_path / "cv" / "trainannot" / f"a{i}.png")
     files = calibration_files(CalibConfig(data=tmp_path / "cv", format="camvid", images=3))
     assert [f.name for f in files] == ["a0.png", "a2.png", "a4.png"]
+    check, size = verification_files(CalibConfig(data=tmp_path / "cv", format="camvid", images=3))
+    assert {f.name for f in check} == {"a1.png", "a3.png"} and size == (8, 8)  # images not calibrated on
     voc = tmp_path / "voc"
     (voc / "JPEGImages").mkdir(parents=True)
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
