@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
     p.add_argument("--static", metavar="HxW", help="fix height and width (for runtimes that need static shapes)")
     p.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
-    p.add_argument("--calib-format", choices=CALIB_FORMATS, default="folders", help="default: %(default)s")
+    p.add_argument("--calib-format", choices=CALIB_FORMATS, default="images",
+                   help="layout of --calib-data, read like fcn-train reads it (train split; masks never used): "
+                   "images = every image directly in DIR, camvid = DIR/train/, voc = JPEGImages per "
+                   "ImageSets/Segmentation/train.txt, folders = DIR/images/[train/]; default: %(default)s")
     p.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy", help="default: %(default)s")
     p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
@@ -78,6 +81,9 @@ def _main(argv=None) -> int:
             method=args.calib_method, size=parse_size(args.calib_size) if args.calib_size else None,
             quantize_head=args.quantize_head,
         )
+        from fcn_deploy.export.precision import calibration_files
+
+        calibration_files(calib)  # a wrong folder or layout fails now, not after the export
     elif args.calib_data:
         log.warning("--calib-data is only used with --precision int8")
     ckpt = Path(args.checkpoint)

@@ -1,60 +1,46 @@
 """Inputs for parity checks and calibration: image files, random images, the ModelInfo convention.
 
-Every array this module returns is NCHW float32 prepared exactly like the runtime does it:
-``x = ((rgb[..., ::-1] if BGR else rgb) * scale - mean) / std``. Random images are uniform
-0..255 pixels pushed through the same convention, so they cover the value range real images
-have (never zeros, which would make any comparison pass).
+Nothing here reads a dataset layout or decodes an image on its own: files are listed by
+:func:`fcn_deploy.datasets.list_images`, decoded by :func:`fcn_deploy.image.load_image`
+(EXIF orientation, 16-bit scaling; exactly as fcn-predict), resized by
+:func:`fcn_deploy.image.resize_rgb` and pre-processed by :func:`fcn_deploy.image.preprocess`,
+so export calibrates and verifies on the very arrays the runtime would feed:
+``x = ((rgb[..., ::-1] if BGR else rgb) * scale - mean) / std``, NCHW float32. Random images are
+uniform 0..255 pixels pushed through the same convention, so they cover the value range real
+images have (never zeros, which would make any comparison pass).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fcn_deploy.errors import FcnError
 from fcn_deploy.modelinfo import ModelInfo
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
+def read_rgb(path, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB, decoded like the runtime, bilinear-resized to
+    ``size`` = (H, W) when given."""
+    from fcn_deploy.image import load_image, resize_rgb
 
-def list_images(folder) -> List[Path]:
-    """Image files directly in ``folder`` or below it, sorted. FcnError when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FcnError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FcnError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
-def load_rgb(path, size: Tuple[int, int] = None) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB; resize to ``size`` = (H, W) with bilinear filtering."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None and (im.height, im.width) != tuple(size):
-                im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError) as e:
-        raise FcnError(f"cannot read image {path}: {e}") from None
+    img = load_image(Path(path))
+    return img if size is None else resize_rgb(img, size)
 
 
 def normalize(rgb: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """uint8/float RGB images (N, H, W, 3) or (H, W, 3) -> NCHW float32 per ``info``'s convention."""
-    x = np.asarray(rgb, dtype=np.float32)
+    """uint8 RGB images (N, H, W, 3) or (H, W, 3) -> NCHW float32 per ``info``'s convention,
+    through the runtime's :func:`fcn_deploy.image.preprocess`."""
+    from fcn_deploy.image import preprocess
+
+    x = np.asarray(rgb)
     if x.ndim == 3:
         x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise FcnError(f"expected RGB images (N, H, W, 3), got shape {x.shape}")
-    if info.channel_order == "BGR":
-        x = x[..., ::-1]
-    x = (x * np.float32(info.scale) - np.asarray(info.mean, np.float32)) / np.asarray(info.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise FcnError(f"expected uint8 RGB images (N, H, W, 3), got {x.dtype} {x.shape}")
+    return preprocess(list(x), info, dtype=np.float32)
 
 
 def random_rgb(n: int, h: int, w: int, *, seed: int = 0) -> np.ndarray:
@@ -80,8 +66,7 @@ def image_batch(files: Sequence[Path], n: int, h: int, w: int, info: ModelInfo, 
     """``n`` images from ``files`` (cycling), resized to HxW and normalised -> NCHW float32."""
     if not files:
         raise FcnError("no images given")
-    rgb = np.stack([load_rgb(files[(start + i) % len(files)], (h, w)) for i in range(n)])
-    return normalize(rgb, info)
+    return normalize(np.stack([read_rgb(files[(start + i) % len(files)], (h, w)) for i in range(n)]), info)
 
 
 def parse_size(text: str) -> Tuple[int, int]:

@@ -214,7 +214,8 @@ def _toposort(nodes, available: set) -> list:
 # int8 QDQ
 # ------------------------------------------------------------------------------------------------
 
-CALIB_FORMATS = ("camvid", "voc", "folders")
+# Calibration layouts: those of fcn_deploy.datasets.list_images (the train split is used).
+CALIB_FORMATS = ("images", "camvid", "voc", "folders")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Ops whose inputs get Q/DQ. Conv / ConvTranspose: activations per tensor, weights per channel
 # (TensorRT: "quantize all inputs of weighted operations"). Add: both inputs of every skip
@@ -233,9 +234,11 @@ WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 class CalibConfig:
     """Where the int8 calibration images come from and how ranges are computed.
 
-    ``data``: dataset folder. ``format``: ``camvid`` (``DIR/train/*.png``, or DIR itself),
-    ``voc`` (``DIR/JPEGImages`` listed by ``DIR/ImageSets/Segmentation/train.txt`` when present)
-    or ``folders`` (``DIR/images`` when present, else every image under DIR).
+    ``data``: dataset folder. ``format``: how its train images are listed, by
+    :func:`fcn_deploy.datasets.list_images` (the readers fcn-train uses; label masks are never
+    listed): ``images`` (every image file directly in DIR), ``camvid`` (``DIR/train/`` only),
+    ``voc`` (``JPEGImages`` named by ``ImageSets/Segmentation/train.txt``) or ``folders``
+    (``DIR/images/train/``, or the flat ``DIR/images/`` minus every 5th file).
     ``images``: how many, spread evenly over the sorted list. ``method``: minmax | entropy |
     percentile (``percentile`` keeps ``percentile`` % of each histogram). ``size``: (H, W) to
     resize to, None keeps each image's own size. ``quantize_head``: also quantize the FCN head
@@ -244,7 +247,7 @@ class CalibConfig:
     """
 
     data: Path
-    format: str = "folders"
+    format: str = "images"
     images: int = 64
     method: str = "entropy"
     percentile: float = 99.999
@@ -274,47 +277,29 @@ def calibration_files(cfg: CalibConfig) -> List[Path]:
 
 
 def _all_files(cfg: CalibConfig) -> List[Path]:
-    from fcn_deploy.export.inputs import IMAGE_SUFFIXES, list_images
+    """Every train image of ``cfg``'s layout, sorted as the dataset readers sort them."""
+    from fcn_deploy.datasets import list_images
 
-    root = cfg.data
-    if not root.is_dir():
-        raise FcnError(f"calibration data folder not found: {root}")
-    if cfg.format == "camvid":
-        files = list_images(root / "train" if (root / "train").is_dir() else root)
-    elif cfg.format == "voc":
-        jpeg = root / "JPEGImages"
-        if not jpeg.is_dir():
-            raise FcnError(f"{root} is not a VOC folder (no JPEGImages/)")
-        listing = root / "ImageSets" / "Segmentation" / "train.txt"
-        if listing.is_file():
-            names = [l.strip() for l in listing.read_text().splitlines() if l.strip()]
-            files = [jpeg / f"{n}.jpg" for n in names if (jpeg / f"{n}.jpg").is_file()]
-            if not files:
-                raise FcnError(f"none of the images in {listing} exist in {jpeg}")
-        else:
-            files = list_images(jpeg)
-    else:
-        files = list_images(root / "images" if (root / "images").is_dir() else root)
-    return [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not cfg.data.is_dir():
+        raise FcnError(f"calibration data folder not found: {cfg.data}")
+    return list_images(cfg.data, cfg.format, "train")
+
+
+def _image_size(path) -> Tuple[int, int]:
+    """(H, W) of an image as the runtime decodes it (EXIF orientation applied)."""
+    from fcn_deploy.export.inputs import read_rgb
+
+    return tuple(read_rgb(path).shape[:2])
 
 
 def verification_files(cfg: CalibConfig, n: int = 4):
     """Real images to check an int8 export on: files of the calibration folder that were not used
     for calibration when there are any (else the calibration files), and the calibration size."""
-    from PIL import Image
-
     used = calibration_files(cfg)
-    every = _all_files(cfg)
-    rest = [f for f in every if f not in set(used)] or used
+    taken = set(used)
+    rest = [f for f in _all_files(cfg) if f not in taken] or used
     pick = [rest[i] for i in np.unique(np.linspace(0, len(rest) - 1, min(n, len(rest))).round().astype(int))]
-    size = cfg.size
-    if size is None:
-        try:
-            with Image.open(used[0]) as im:
-                size = (im.height, im.width)
-        except OSError as e:
-            raise FcnError(f"cannot read image {used[0]}: {e}") from None
-    return pick, tuple(size)
+    return pick, tuple(cfg.size) if cfg.size is not None else _image_size(used[0])
 
 
 class ImageCalibrationReader:
@@ -325,13 +310,7 @@ class ImageCalibrationReader:
         self.files, self.info, self.input_name = list(files), info, input_name
         if size is None and self.files:
             # One size for all: histogram calibration stacks tensors of every image.
-            from PIL import Image
-
-            try:
-                with Image.open(self.files[0]) as im:
-                    size = (im.height, im.width)
-            except OSError as e:
-                raise FcnError(f"cannot read image {self.files[0]}: {e}") from None
+            size = _image_size(self.files[0])
         self.size = size
         self._start, self._end = 0, len(self.files)
         self._it = iter(self.files)
@@ -342,7 +321,7 @@ class ImageCalibrationReader:
             self._bar = tqdm(total=len(self.files), desc="calibrate", unit="img")
 
     def get_next(self):
-        from fcn_deploy.export.inputs import load_rgb, normalize
+        from fcn_deploy.export.inputs import read_rgb, normalize
 
         f = next(self._it, None)
         if f is None:
@@ -352,7 +331,7 @@ class ImageCalibrationReader:
             return None
         if self._bar is not None:
             self._bar.update(1)
-        return {self.input_name: normalize(load_rgb(f, self.size), self.info)}
+        return {self.input_name: normalize(read_rgb(f, self.size), self.info)}
 
     def rewind(self):
         self._it = iter(self.files[self._start:self._end])

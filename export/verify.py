@@ -276,7 +276,7 @@ def verify_model(
     """Compare an in-memory PyTorch ``model`` with ``onnx_path`` (see module docstring).
 
     ``info`` is the ModelInfo read from the ONNX (its precision and output select the
-    comparison). ``images``: a folder or a list of image files. ``static_batch``: the ONNX
+    comparison). ``images``: a folder (the image files directly in it) or a list of image files. ``static_batch``: the ONNX
     accepts only that batch size. For an int8 ONNX checked on real images, the random-input
     cases are reported but not counted (int8 is calibrated for, and judged on, real images).
     """
@@ -291,9 +291,9 @@ def verify_model(
         raise FcnError(f"batch must be >= 1, got {batch}")
     files = None
     if images is not None:
-        from fcn_deploy.export.inputs import list_images
+        from fcn_deploy.datasets import list_images
 
-        files = list(images) if isinstance(images, (list, tuple)) else list_images(images)
+        files = list(images) if isinstance(images, (list, tuple)) else list_images(images, "images")
         if not files:
             raise FcnError("no images to verify on")
     # int8 is calibrated for real images: with real images given, random inputs are reported
@@ -383,7 +383,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="fcn-deploy checkpoint (.pt)")
     p.add_argument("onnx", help="ONNX file written by fcn-export")
-    p.add_argument("--images", metavar="DIR", help="also compare on these images (resized to each size)")
+    p.add_argument("--images", metavar="DIR", help="also compare on the images directly in DIR (resized to each size)")
     p.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in DEFAULT_SIZES),
                    help="comma-separated HxW sizes (default: %(default)s)")
     p.add_argument("--batch", type=int, default=2, help="batch size besides 1 (default: %(default)s)")

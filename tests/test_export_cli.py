@@ -115,6 +115,23 @@ def test_option_errors(tmp_path, ckpt, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_int8_camvid_root_without_train_is_one_error_before_exporting(tmp_path, ckpt, capsys):
+    from PIL import Image
+
+    root = tmp_path / "camvid"
+    for d in ("val", "valannot"):
+        (root / d).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / d / "a.png")
+    out = tmp_path / "q.onnx"
+    argv = [str(ckpt / "model.pt"), str(out), "--precision", "int8", "--calib-data", str(root), "--calib-format", "camvid"]
+    assert export_main(argv) == 2
+    _one_line_error(capsys, "CamVid train images folder not found", str(root / "train"))
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["camvid"]
+    # a folder with no image directly in it (default format "images"): also one line, early
+    assert export_main(argv[:-2]) == 2
+    _one_line_error(capsys, "no images")
+
+
 def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):
     good = tmp_path / "m.onnx"
     assert export_main([str(ckpt / "model.pt"), str(good), "--no-verify"]) == 0

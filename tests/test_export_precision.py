@@ -96,7 +96,7 @@ def _qdq_layout(m):
 
 
 def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path, r18, image_dir):
-    calib = CalibConfig(data=image_dir, format="folders", images=4, method="minmax")
+    calib = CalibConfig(data=image_dir, format="images", images=4, method="minmax")
     out = export_onnx(r18, tmp_path / "q.onnx", precision="int8", calib=calib, verify=False)
     m = onnx.load(str(out))
     ops = [n.op_type for n in m.graph.node]
@@ -130,7 +130,7 @@ def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path,
 
 
 def test_int8_with_quantized_head_uses_tensorrt_deconv_axis(tmp_path, r18, image_dir):
-    calib = CalibConfig(data=image_dir, format="folders", images=2, method="minmax", size=(48, 64), quantize_head=True)
+    calib = CalibConfig(data=image_dir, format="images", images=2, method="minmax", size=(48, 64), quantize_head=True)
     out = export_onnx(r18, tmp_path / "qh.onnx", precision="int8", calib=calib, verify_sizes=[(48, 64)])
     m = onnx.load(str(out))
     assert check_qdq(m) == [] and check_trt(m).ok
@@ -148,7 +148,7 @@ def test_int8_with_quantized_head_uses_tensorrt_deconv_axis(tmp_path, r18, image
 
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
     for method in ("entropy", "percentile"):
-        calib = CalibConfig(data=image_dir, format="folders", images=2, method=method, size=(32, 48))
+        calib = CalibConfig(data=image_dir, format="images", images=2, method=method, size=(32, 48))
         out = export_onnx(r18, tmp_path / f"{method}.onnx", precision="int8", calib=calib, verify=False)
         assert check_qdq(onnx.load(str(out))) == []
 
@@ -163,31 +163,88 @@ def test_int8_calibrates_on_camvid(tmp_path, r18, camvid_dir):
     assert rep.passed, rep.format()
 
 
-def test_calibration_folder_layouts(tmp_path):
+def _images(names, *folders):
+    """Write an 8x8 PNG/JPEG under each of ``names`` in every folder (created)."""
     from PIL import Image
 
     img = Image.fromarray(random_rgb(1, 8, 8)[0])
-    (tmp_path / "cv" / "train").mkdir(parents=True)
-    (tmp_path / "cv" / "trainannot").mkdir()
-    for i in range(5):
-        img.save(tmp_path / "cv" / "train" / f"a{i}.png")
-        img.save(tmp_path / "cv" / "trainannot" / f"a{i}.png")
+    for d in folders:
+        d.mkdir(parents=True, exist_ok=True)
+        for n in names:
+            img.save(d / n)
+
+
+def test_calibration_folder_layouts(tmp_path):
+    _images([f"a{i}.png" for i in range(5)], tmp_path / "cv" / "train", tmp_path / "cv" / "trainannot")
     files = calibration_files(CalibConfig(data=tmp_path / "cv", format="camvid", images=3))
     assert [f.name for f in files] == ["a0.png", "a2.png", "a4.png"]
     check, size = verification_files(CalibConfig(data=tmp_path / "cv", format="camvid", images=3))
     assert {f.name for f in check} == {"a1.png", "a3.png"} and size == (8, 8)  # images not calibrated on
     voc = tmp_path / "voc"
-    (voc / "JPEGImages").mkdir(parents=True)
+    _images(["x1.jpg", "x2.jpg", "x3.jpg"], voc / "JPEGImages")
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
-    for n in ("x1", "x2", "x3"):
-        img.save(voc / "JPEGImages" / f"{n}.jpg")
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("x1\nx3\n")
     assert [f.name for f in calibration_files(CalibConfig(data=voc, format="voc", images=10))] == ["x1.jpg", "x3.jpg"]
-    (tmp_path / "f" / "images").mkdir(parents=True)
-    img.save(tmp_path / "f" / "images" / "z.png")
-    (tmp_path / "f" / "labels").mkdir()
-    img.save(tmp_path / "f" / "labels" / "z.png")
-    assert [str(f.relative_to(tmp_path)) for f in calibration_files(CalibConfig(data=tmp_path / "f", images=9))] == ["f/images/z.png"]
+    # folders, flat images/: the train split (every 5th file is val), masks/ never listed
+    _images([f"z{i}.png" for i in range(6)], tmp_path / "f" / "images", tmp_path / "f" / "masks")
+    got = calibration_files(CalibConfig(data=tmp_path / "f", format="folders", images=9))
+    assert [str(f.relative_to(tmp_path)) for f in got] == [f"f/images/z{i}.png" for i in (0, 1, 2, 3, 5)]
+    # images: the files directly in DIR, sub-folders (e.g. masks) not entered
+    flat = tmp_path / "flat"
+    _images(["b.png"], flat, flat / "labels")
+    (flat / "notes.txt").write_text("x")
+    assert calibration_files(CalibConfig(data=flat, images=9)) == [flat / "b.png"]
+
+
+def test_camvid_calibration_needs_train_and_never_lists_annotations(tmp_path):
+    """A CamVid root without train/ (only val/ + valannot/) was calibrated on valannot/*.png
+    label masks; now it is one clear error, and no layout ever lists an *annot* file."""
+    root = tmp_path / "camvid"
+    _images([f"s{i}.png" for i in range(3)], root / "val", root / "valannot", root / "testannot")
+    with pytest.raises(FcnError) as e:
+        calibration_files(CalibConfig(data=root, format="camvid"))
+    msg = str(e.value)
+    assert "\n" not in msg and "train" in msg and str(root / "train") in msg
+    with pytest.raises(FcnError, match="train"):
+        verification_files(CalibConfig(data=root, format="camvid"))
+    _images([f"t{i}.png" for i in range(4)], root / "train", root / "trainannot")
+    files = calibration_files(CalibConfig(data=root, format="camvid", images=64))
+    check, _ = verification_files(CalibConfig(data=root, format="camvid", images=2))
+    assert [f.parent.name for f in files + check] == ["train"] * 6
+    for fmt in ("images", "folders", "voc"):  # other layouts on a CamVid root: an error, never masks
+        with pytest.raises(FcnError):
+            calibration_files(CalibConfig(data=root, format=fmt))
+
+
+def test_calibration_decodes_like_the_runtime(tmp_path):
+    """Calibration tensors are the runtime's: EXIF orientation applied, 16-bit greys scaled,
+    fcn_deploy.image.preprocess bit for bit."""
+    from PIL import Image
+
+    from fcn_deploy.export.precision import ImageCalibrationReader
+    from fcn_deploy.image import load_image, preprocess, resize_rgb
+    from fcn_deploy.modelinfo import IMAGENET_CONVENTION, ModelInfo
+
+    co, scale, mean, std = IMAGENET_CONVENTION
+    info = ModelInfo(arch="fcn8s", backbone="resnet18", num_classes=2, class_names=("a", "b"),
+                     palette=((0, 0, 0), (9, 9, 9)), channel_order=co, scale=scale, mean=mean, std=std)
+    rgb = random_rgb(1, 6, 10, seed=4)[0]
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated.save(tmp_path / "a_exif.jpg", exif=exif, quality=95)
+    grey16 = (np.arange(6 * 10, dtype=np.uint16).reshape(6, 10) * 1000)
+    Image.fromarray(grey16).save(tmp_path / "b_grey16.png")
+    reader = ImageCalibrationReader(sorted(tmp_path.iterdir()), info, size=None)
+    assert reader.size == (10, 6)  # the EXIF-rotated size, not the stored 6x10
+    first = reader.get_next()["input"]
+    assert first.shape == (1, 3, 10, 6)
+    assert np.array_equal(first, preprocess([load_image(tmp_path / "a_exif.jpg")], info))
+    second = reader.get_next()["input"]
+    want = resize_rgb(load_image(tmp_path / "b_grey16.png"), (10, 6))
+    assert want.max() > 200  # 16-bit values scaled, not clipped to white
+    assert np.array_equal(second, preprocess([want], info))
+    assert reader.get_next() is None
 
 
 def test_calibration_errors(tmp_path):
@@ -201,5 +258,5 @@ def test_calibration_errors(tmp_path):
         calibration_files(CalibConfig(data=tmp_path / "missing"))
     with pytest.raises(FcnError, match="no images"):
         calibration_files(CalibConfig(data=tmp_path))
-    with pytest.raises(FcnError, match="not a VOC folder"):
+    with pytest.raises(FcnError, match="no PASCAL VOC layout"):
         calibration_files(CalibConfig(data=tmp_path, format="voc"))
