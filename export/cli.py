@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
-    from fcn_deploy.export.precision import CALIB_FORMATS, CALIB_METHODS
+    from fcn_deploy.export.precision import CALIB_FORMATS, CALIB_METHODS, INT8_TARGETS
 
     p = argparse.ArgumentParser(
         prog="fcn-export",
@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
     p.add_argument("--quantize-head", action="store_true",
                    help="int8: also quantize the FCN head (upsampling ConvTransposes and skip Adds); default float")
+    p.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
+                   help="int8 Q/DQ layout: tensorrt (int8, zero point 0; what TensorRT needs) or cpu (uint8 "
+                   "activations, 7-bit weights: integer kernels in onnxruntime on x86 and OpenVINO; not for "
+                   "TensorRT); default: %(default)s")
     p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
     p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
     p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
@@ -79,13 +83,13 @@ def _main(argv=None) -> int:
         calib = CalibConfig(
             data=Path(args.calib_data), format=args.calib_format, images=args.calib_images,
             method=args.calib_method, size=parse_size(args.calib_size) if args.calib_size else None,
-            quantize_head=args.quantize_head,
+            quantize_head=args.quantize_head, target=args.int8_target,
         )
         from fcn_deploy.export.precision import calibration_files
 
         calibration_files(calib)  # a wrong folder or layout fails now, not after the export
-    elif args.calib_data:
-        log.warning("--calib-data is only used with --precision int8")
+    elif args.calib_data or args.int8_target != "tensorrt":
+        log.warning("--calib-data / --int8-target are only used with --precision int8")
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         raise FcnError(f"checkpoint not found: {ckpt}")
@@ -102,6 +106,10 @@ def _main(argv=None) -> int:
     print(f"wrote {out} ({size / 1e6:.1f} MB, {args.precision}, output {args.output_kind}) in {seconds:.1f} s"
           + ("" if args.no_verify else ", parity verified"))
     print(report.format().splitlines()[-1])
+    if calib is not None and calib.target == "cpu":
+        print("  (--int8-target cpu: uint8 activations for onnxruntime/OpenVINO on CPU; export with the "
+              "default --int8-target tensorrt for TensorRT)")
+        return 0
     for issue in report.issues:
         print(f"  {issue}")
     return 0

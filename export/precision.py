@@ -228,6 +228,16 @@ OUTPUT_FLOAT_OP_TYPES = ("Conv", "ConvTranspose", "Add", "MaxPool")
 # Per-channel axis of the weights: output channels. Conv weights are (C_out, C_in/g, kH, kW);
 # ConvTranspose weights are (C_in, C_out/g, kH, kW), so their output-channel axis is 1.
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
+# Who the int8 Q/DQ layout is for (see quantize_int8):
+# - "tensorrt": int8 activations with zero point 0 everywhere (TensorRT's rule); onnxruntime on
+#   x86 cannot fuse a DQ -> Conv -> Relu -> Q(zero point 0) group into QLinearConv (a Relu is only
+#   absorbed when the Q's zero point is the type's minimum), so most convolutions run in float
+#   between Q/DQ: no faster than fp32 there. OpenVINO CPU still runs every Conv in u8.
+# - "cpu": uint8 asymmetric activations (post-ReLU tensors use the whole 0..255 range and the
+#   Relu folds into the quantization), int8 per-channel weights reduced to 7 bits (no 16-bit
+#   saturation in AVX2's u8 x s8 VPMADDUBSW without VNNI): onnxruntime fuses every backbone Conv
+#   into QLinearConv. Not loadable by TensorRT (uint8 zero points).
+INT8_TARGETS = ("tensorrt", "cpu")
 
 
 @dataclass(frozen=True)
@@ -243,7 +253,8 @@ class CalibConfig:
     percentile (``percentile`` keeps ``percentile`` % of each histogram). ``size``: (H, W) to
     resize to, None keeps each image's own size. ``quantize_head``: also quantize the FCN head
     (the upsampling ConvTransposes and the skip Adds, which carry class scores); by default they
-    stay float, see :func:`head_nodes`.
+    stay float, see :func:`head_nodes`. ``target``: ``tensorrt`` (default) or ``cpu``, the Q/DQ
+    layout (see :data:`INT8_TARGETS` and :func:`quantize_int8`).
     """
 
     data: Path
@@ -253,6 +264,7 @@ class CalibConfig:
     percentile: float = 99.999
     size: Optional[Tuple[int, int]] = None
     quantize_head: bool = False
+    target: str = "tensorrt"
 
     def __post_init__(self):
         object.__setattr__(self, "data", Path(self.data))
@@ -260,6 +272,8 @@ class CalibConfig:
             raise unknown_name("calibration format", self.format, CALIB_FORMATS)
         if self.method not in CALIB_METHODS:
             raise unknown_name("calibration method", self.method, CALIB_METHODS)
+        if self.target not in INT8_TARGETS:
+            raise unknown_name("int8 target", self.target, INT8_TARGETS)
         if int(self.images) < 1:
             raise FcnError(f"calibration needs at least 1 image, got {self.images}")
         if not 0 < float(self.percentile) <= 100:
@@ -364,6 +378,10 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     per-channel weights on the output-channel axis (Conv 0, ConvTranspose 1), Q/DQ on the
     inputs of Conv, ConvTranspose, both inputs of the skip Adds, and MaxPool.
     The result is checked to satisfy TensorRT's Q/DQ rules (see :func:`check_qdq`).
+
+    ``calib.target == "cpu"`` changes only the number formats: uint8 asymmetric activations
+    and 7-bit (reduce_range) int8 weights, the layout onnxruntime's CPU provider fuses into
+    QLinearConv on x86 (see :data:`INT8_TARGETS`); the TensorRT check is skipped.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -386,8 +404,10 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
                                     progress=progress)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calib.method]
+    cpu = calib.target == "cpu"
     extra = {
-        "ActivationSymmetric": True,
+        # TensorRT: int8 zero point 0. cpu: asymmetric uint8, so a Relu folds into its Q.
+        "ActivationSymmetric": not cpu,
         # Biases stay float: TensorRT's DequantizeLinear takes int8 (not int32) input.
         "QuantizeBias": False,
         # TensorRT: quantize the inputs of weighted ops, not their outputs (no Q/DQ between a
@@ -408,7 +428,8 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
             quantize_static(
                 str(pre), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES),
                 nodes_to_exclude=[] if calib.quantize_head else head_nodes(onnx.load(str(pre))),
-                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=cpu, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
                 calibrate_method=method, extra_options=extra,
             )
     except FcnError:
@@ -418,6 +439,8 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     finally:
         root.setLevel(level)
     q = onnx.load(str(out))
+    if cpu:
+        return q
     problems = check_qdq(q)
     if problems:
         raise FcnError("int8 model breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))

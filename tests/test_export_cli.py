@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from export_models import trained_model
@@ -130,6 +131,25 @@ def test_int8_camvid_root_without_train_is_one_error_before_exporting(tmp_path, 
     # a folder with no image directly in it (default format "images"): also one line, early
     assert export_main(argv[:-2]) == 2
     _one_line_error(capsys, "no images")
+
+
+def test_int8_cpu_target_from_cli(tmp_path, ckpt, capsys):
+    from PIL import Image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+    out = tmp_path / "q.onnx"
+    assert export_main([str(ckpt / "model.pt"), str(out), "--precision", "int8", "--calib-data", str(calib),
+                        "--int8-target", "cpu", "--no-verify"]) == 0
+    text = capsys.readouterr().out
+    assert "int8" in text and "NOT TensorRT-ready" in text and "--int8-target cpu" in text  # uint8: CPU only
+    assert "error: node" not in text  # the verdict, not a list of every uint8 Q/DQ
+    m = onnx.load(str(out))
+    zp = {t.name: t.data_type for t in m.graph.initializer}
+    assert {zp[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear"} == {onnx.TensorProto.UINT8}
 
 
 def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,49 @@ def test_int8_with_quantized_head_uses_tensorrt_deconv_axis(tmp_path, r18, image
     for n in m.graph.node:
         if n.op_type == "Add":  # every Add, skip fusions included: both inputs quantized
             assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
+
+
+def _ort_optimized_ops(path, tmp_path):
+    """op type -> nodes of the graph onnxruntime's CPU provider actually runs (QDQ fusions applied)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / f"{Path(path).stem}.ort-opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = {}
+    for n in onnx.load(so.optimized_model_filepath).graph.node:
+        ops.setdefault(n.op_type, []).append(n)
+    return ops
+
+
+def test_int8_cpu_target_runs_integer_convolutions_in_onnxruntime(tmp_path, r18, image_dir):
+    """The TensorRT layout (int8, zero point 0) leaves every Conv followed by a Relu in float on
+    onnxruntime x86 (the Relu cannot fold into a zero-point-0 Q); the cpu target (uint8
+    asymmetric activations, 7-bit weights) gets every backbone Conv fused into QLinearConv."""
+    base = dict(data=image_dir, format="images", images=4, method="minmax", size=(48, 64))
+    trt = export_onnx(r18, tmp_path / "trt.onnx", precision="int8", calib=CalibConfig(**base), verify=False)
+    cpu = export_onnx(r18, tmp_path / "cpu.onnx", precision="int8", calib=CalibConfig(**base, target="cpu"),
+                      verify=False)
+    backbone = lambda nodes: [n for n in nodes if "backbone" in n.name]  # noqa: E731
+    n_convs = len(backbone(n for n in onnx.load(str(cpu)).graph.node if n.op_type == "Conv"))
+    ops_trt, ops_cpu = _ort_optimized_ops(trt, tmp_path), _ort_optimized_ops(cpu, tmp_path)
+    float_trt = backbone(ops_trt.get("Conv", []) + ops_trt.get("FusedConv", []))
+    assert len(float_trt) >= n_convs // 2  # the conv+relu half of ResNet-18 stays float
+    assert backbone(ops_cpu.get("Conv", []) + ops_cpu.get("FusedConv", [])) == []
+    assert len(backbone(ops_cpu["QLinearConv"])) == n_convs == 20
+    assert "Relu" not in ops_cpu  # folded into the uint8 quantization
+    # Number formats: uint8 activations, int8 weights within 7 bits; TensorRT would refuse it.
+    m = onnx.load(str(cpu))
+    inits = {t.name: t for t in m.graph.initializer}
+    q_types = {inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    assert q_types == {onnx.TensorProto.UINT8}
+    weights = [onnx.numpy_helper.to_array(inits[n.input[0]]) for n in m.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert check_qdq(m) and not check_trt(m).ok
+    rep = verify_onnx(r18, cpu, sizes=[(48, 64)], images=image_dir)
+    assert rep.passed and all(0 < c.rel_l2 for c in rep.cases), rep.format()
+    with pytest.raises(FcnError, match="unknown int8 target"):
+        CalibConfig(**base, target="arm")
 
 
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
