@@ -306,7 +306,12 @@ def export_onnx(
 
         trt = check_trt(proto)
         if not trt.ok:
-            log.warning("%s", trt.format())
+            if precision == "int8" and getattr(calib, "target", "tensorrt") == "cpu":
+                # Expected: the CPU layout's uint8 zero points are not for TensorRT.
+                log.warning("int8 target 'cpu': not for TensorRT (%d readiness issue(s); "
+                            "export with the default --int8-target tensorrt for an engine)", len(trt.issues))
+            else:
+                log.warning("%s", trt.format())
         proto.producer_name = "fcn-deploy"
         proto.producer_version = _tool_version().split()[-1]
         set_metadata(proto, info)
