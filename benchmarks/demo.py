@@ -140,7 +140,7 @@ def run_demo(cfg: DemoConfig, *, say=print) -> dict:
         data, fmt = out / "data", "folders"
         for split in ("train", "val"):
             _write_synthetic(SyntheticDataset(spec, split), data, split)
-        calib_dir, calib_fmt = data / "images" / "train", "folders"
+        calib_dir, calib_fmt = data, "folders"  # images/train/ under the folders root
         eval_limit = cfg.eval_limit
     from fcn_deploy.benchmarks.datasets import open_samples
 
