@@ -68,3 +68,27 @@ class Runner:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class OnnxFileRunner(Runner):
+    """A runner over an ONNX file (onnxruntime, OpenVINO): its tensor specs are known once loaded
+    (``self._inputs``/``self._outputs``, set by the subclass) and its ModelInfo comes from the
+    file's metadata (``self.metadata()``, implemented by the subclass)."""
+
+    path: object
+    _inputs: List[TensorSpec]
+    _outputs: List[TensorSpec]
+
+    def metadata(self) -> Dict[str, str]:
+        raise NotImplementedError
+
+    def model_info(self):
+        from fcn_deploy.modelinfo import ModelInfo
+
+        return ModelInfo.from_metadata(self.metadata(), source=str(self.path))
+
+    def inputs(self) -> List[TensorSpec]:
+        return list(self._inputs)
+
+    def outputs(self) -> List[TensorSpec]:
+        return list(self._outputs)

@@ -25,9 +25,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError
-from fcn_deploy.modelinfo import ModelInfo
 from fcn_deploy.onnx_info import read_onnx_header
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def _dims(partial_shape) -> Tuple[object, ...]:
     return tuple(out)
 
 
-class OpenVinoRunner(Runner):
+class OpenVinoRunner(OnnxFileRunner):
     backend = "openvino"
 
     def __init__(
@@ -110,15 +109,6 @@ class OpenVinoRunner(Runner):
 
     def metadata(self) -> Dict[str, str]:
         return dict(self._header.metadata)
-
-    def model_info(self) -> ModelInfo:
-        return ModelInfo.from_metadata(self.metadata(), source=str(self.path))
-
-    def inputs(self) -> List[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> List[TensorSpec]:
-        return list(self._outputs)
 
     def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         try:

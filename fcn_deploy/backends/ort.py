@@ -24,9 +24,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError
-from fcn_deploy.modelinfo import ModelInfo
 from fcn_deploy.shapes import Profile, format_shape
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ def _dims(shape) -> Tuple[object, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else None) for d in shape)
 
 
-class OrtRunner(Runner):
+class OrtRunner(OnnxFileRunner):
     """One ONNX model in one onnxruntime ``InferenceSession``."""
 
     backend = "onnxruntime"
@@ -206,16 +205,7 @@ class OrtRunner(Runner):
     def metadata(self) -> Dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def model_info(self) -> ModelInfo:
-        return ModelInfo.from_metadata(self.metadata(), source=str(self.path))
-
-    # -- Runner protocol -----------------------------------------------------------------------
-    def inputs(self) -> List[TensorSpec]:
-        return list(self._inputs)
-
-    def outputs(self) -> List[TensorSpec]:
-        return list(self._outputs)
-
+    # -- Runner protocol (inputs/outputs/model_info: OnnxFileRunner) ---------------------------
     def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         t0 = time.perf_counter()
         try:
