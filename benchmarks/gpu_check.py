@@ -88,18 +88,11 @@ class GpuCheckConfig:
 
 def gpu_status() -> Optional[str]:
     """None when an NVIDIA GPU with TensorRT, pycuda and CUDA-enabled torch is usable, else why not."""
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:
-        return f"TensorRT is not installed ({type(e).__name__}: {e})"
-    try:
-        import pycuda.driver as cuda
+    from fcn_deploy.backends.cuda_buffers import gpu_unavailable_reason
 
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "CUDA sees no GPU"
-    except Exception as e:
-        return f"pycuda/CUDA is not usable ({type(e).__name__}: {e})"
+    reason = gpu_unavailable_reason()
+    if reason:
+        return reason
     try:
         import torch
 

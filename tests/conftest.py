@@ -7,23 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fcn_deploy.backends.cuda_buffers import gpu_unavailable_reason
+
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
-
-
-def _gpu_reason():
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        return "needs an NVIDIA GPU with TensorRT: tensorrt is not installed on this machine"
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "needs an NVIDIA GPU: none found"
-    except Exception as e:
-        return f"needs an NVIDIA GPU with CUDA: {type(e).__name__}"
-    return None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,7 +18,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             if not gpu_checked:
-                gpu_reason, gpu_checked = _gpu_reason(), True
+                gpu_reason, gpu_checked = gpu_unavailable_reason(), True
             if gpu_reason:
                 item.add_marker(pytest.mark.skip(reason=gpu_reason))
         if "camvid" in item.keywords and not CAMVID.is_dir():

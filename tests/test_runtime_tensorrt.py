@@ -217,3 +217,17 @@ def test_plan_matches_onnxruntime_on_gpu(tmp_path):
         with pytest.raises(FcnError, match="profile"):
             seg_trt.segment(random_image(300, 300))
         assert seg_trt.segment(random_image(300, 300), resize="fit").labels.shape == (300, 300)
+
+
+def test_gpu_probe_says_what_is_missing(monkeypatch):
+    import sys
+    import types
+
+    from fcn_deploy.backends.cuda_buffers import gpu_unavailable_reason
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
+    assert gpu_unavailable_reason().startswith("TensorRT is not installed")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    assert gpu_unavailable_reason().startswith("pycuda/CUDA is not usable")

@@ -29,6 +29,26 @@ def _driver():
     return cuda
 
 
+def gpu_unavailable_reason() -> Optional[str]:
+    """None when TensorRT imports and pycuda sees an NVIDIA GPU, else why not (one line).
+
+    The single probe behind the GPU test skips and ``make gpu-check``; it never raises.
+    """
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:
+        return f"TensorRT is not installed ({type(e).__name__}: {e})"
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return "CUDA sees no GPU"
+    except Exception as e:
+        return f"pycuda/CUDA is not usable ({type(e).__name__}: {e})"
+    return None
+
+
 class CudaDevice:
     """One GPU, its primary context, one stream and four timing events."""
 
