@@ -310,6 +310,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="several targets in one process, interleaved; ratios to the first")
     src.add_argument("--formats", metavar="CHECKPOINT",
                      help="export every precision this machine can run and tabulate size, mean IU, latency")
+    src.add_argument("--ceiling", metavar="MODEL",
+                     help="count an ONNX model's MACs, time its conv layers alone (fp32 and int8) and print "
+                          "the fastest latency direct convolution allows on this CPU")
     p.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
     p.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
@@ -336,6 +339,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="dataset split for --formats")
     p.add_argument("--limit", type=int, help="--formats: evaluate on at most N images")
     p.add_argument("--out-dir", metavar="DIR", help="--formats: keep the exported files here (default: a temp folder)")
+    # --ceiling
+    p.add_argument("--reference-ms", type=float, metavar="MS",
+                   help="--ceiling: a measured latency (e.g. PyTorch eager's median) to turn the floor into "
+                        "the largest possible speed-up")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     return p
 
@@ -388,6 +395,38 @@ def _progress(quiet: bool):
     return cb
 
 
+def _run_ceiling(a) -> int:
+    from fcn_deploy.benchmarks import ceiling as ce
+
+    if a.reference_ms is not None and not a.reference_ms > 0:
+        raise FcnError("--reference-ms must be a positive number of milliseconds")
+    if a.duration is not None:
+        raise FcnError("--ceiling times each layer a fixed number of --iterations; --duration does not apply")
+    shapes = [parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))])]
+    progress = _progress(a.quiet)
+    reports = []
+    for shape in shapes:
+        r = ce.ceiling(a.ceiling, shape, threads=a.threads, iterations=a.iterations or 3,
+                       reference_ms=a.reference_ms, progress=progress)
+        if progress and sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+        print(ce.render(r))
+        reports.append(r)
+    if a.json:
+        import json
+
+        from fcn_deploy._util import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
+        print(f"wrote {a.json}")
+    if a.markdown:
+        from fcn_deploy._util import atomic_write_text
+
+        atomic_write_text(a.markdown, "\n".join(ce.render(r) for r in reports))
+        print(f"wrote {a.markdown}")
+    return 0
+
+
 def _main(argv) -> int:
     a = _parser().parse_args(argv)
     _check_outputs(a)
@@ -395,6 +434,8 @@ def _main(argv) -> int:
         from fcn_deploy.benchmarks import formats
 
         return formats.run_cli_formats(a)
+    if a.ceiling:
+        return _run_ceiling(a)
     if a.images and not Path(a.images).is_dir():
         raise FcnError(f"--images: folder not found: {a.images}")
     shapes = tuple(parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))]))
