@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
-    from fcn_deploy.export.precision import CALIB_FORMATS, CALIB_METHODS, INT8_TARGETS
+    from fcn_deploy.export.precision import (
+        CALIB_FORMATS, CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE, INT8_TARGETS,
+    )
 
     p = argparse.ArgumentParser(
         prog="fcn-export",
@@ -36,14 +38,21 @@ def _parser() -> argparse.ArgumentParser:
                    "images = every image directly in DIR, camvid = DIR/train/, voc = JPEGImages per "
                    "ImageSets/Segmentation/train.txt, folders = DIR/images/[train/]; default: %(default)s")
     p.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy", help="default: %(default)s")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD, help="default: %(default)s")
+    p.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE, metavar="P",
+                   help="percentile method: %% of each tensor's |values| kept inside the range (default: %(default)s)")
     p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
     p.add_argument("--quantize-head", action="store_true",
                    help="int8: also quantize the FCN head (upsampling ConvTransposes and skip Adds); default float")
+    p.add_argument("--quantize-stem", action="store_true",
+                   help="int8: also quantize the stem (the convolution reading the raw image); default float")
+    p.add_argument("--keep-float", action="append", default=[], metavar="NODE",
+                   help="int8: keep this node float too (exact ONNX node name or fnmatch pattern, e.g. "
+                   "'/inner/backbone/layer1/*'); repeatable")
     p.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
                    help="int8 Q/DQ layout: tensorrt (int8, zero point 0; what TensorRT needs) or cpu (uint8 "
-                   "activations, 7-bit weights: integer kernels in onnxruntime on x86 and OpenVINO; not for "
-                   "TensorRT); default: %(default)s")
+                   "activations: integer kernels in onnxruntime on x86 and OpenVINO; not for TensorRT); "
+                   "default: %(default)s")
     p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
     p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
     p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
@@ -82,14 +91,16 @@ def _main(argv=None) -> int:
             raise FcnError("--precision int8 needs --calib-data DIR (real images to calibrate on)")
         calib = CalibConfig(
             data=Path(args.calib_data), format=args.calib_format, images=args.calib_images,
-            method=args.calib_method, size=parse_size(args.calib_size) if args.calib_size else None,
+            method=args.calib_method, percentile=args.calib_percentile,
+            size=parse_size(args.calib_size) if args.calib_size else None,
             quantize_head=args.quantize_head, target=args.int8_target,
+            quantize_stem=args.quantize_stem, keep_float=tuple(args.keep_float),
         )
         from fcn_deploy.export.precision import calibration_files
 
         calibration_files(calib)  # a wrong folder or layout fails now, not after the export
-    elif args.calib_data or args.int8_target != "tensorrt":
-        log.warning("--calib-data / --int8-target are only used with --precision int8")
+    elif args.calib_data or args.int8_target != "tensorrt" or args.keep_float or args.quantize_stem:
+        log.warning("--calib-data / --int8-target / --keep-float / --quantize-stem are only used with --precision int8")
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         raise FcnError(f"checkpoint not found: {ckpt}")

@@ -152,6 +152,50 @@ def test_int8_cpu_target_from_cli(tmp_path, ckpt, capsys):
     assert {zp[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear"} == {onnx.TensorProto.UINT8}
 
 
+def test_int8_calibration_options_reach_the_exporter(tmp_path, ckpt, capsys, monkeypatch):
+    """--calib-percentile / --quantize-stem / --keep-float (repeatable) end up in the CalibConfig;
+    defaults: percentile 99.99, stem and head float, nothing else kept float."""
+    import fcn_deploy.export.onnx_export as onnx_export
+    from fcn_deploy.errors import FcnError
+    from PIL import Image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (8, 8)).save(calib / "a.png")
+    seen = []
+
+    def fake_export(*args, calib=None, **kw):
+        seen.append(calib)
+        raise FcnError("stop here")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    base = [str(ckpt / "model.pt"), str(tmp_path / "q.onnx"), "--precision", "int8", "--calib-data", str(calib)]
+    assert export_main(base) == 2
+    _one_line_error(capsys, "stop here")
+    assert export_main(base + ["--calib-percentile", "99.9", "--quantize-stem", "--keep-float", "/inner/score_fr/Conv",
+                               "--keep-float", "*/layer4/*"]) == 2
+    _one_line_error(capsys, "stop here")
+    default, custom = seen
+    assert (default.method, default.percentile, default.quantize_stem, default.quantize_head, default.keep_float) == (
+        "percentile", 99.99, False, False, ())
+    assert (custom.percentile, custom.quantize_stem, custom.keep_float) == (99.9, True, ("/inner/score_fr/Conv", "*/layer4/*"))
+    assert export_main(base + ["--calib-percentile", "0"]) == 2
+    _one_line_error(capsys, "percentile must be in (0, 100]")
+
+
+def test_int8_keep_float_matching_nothing_is_one_error(tmp_path, ckpt, capsys):
+    from PIL import Image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (16, 16), (40, 90, 200)).save(calib / "a.png")
+    out = tmp_path / "q.onnx"
+    assert export_main([str(ckpt / "model.pt"), str(out), "--precision", "int8", "--calib-data", str(calib),
+                        "--keep-float", "*/layer9/*", "--no-verify"]) == 2
+    _one_line_error(capsys, "'*/layer9/*' matches no node", "/inner/")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["calib"]
+
+
 def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):
     good = tmp_path / "m.onnx"
     assert export_main([str(ckpt / "model.pt"), str(good), "--no-verify"]) == 0

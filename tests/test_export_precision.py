@@ -16,7 +16,8 @@ from fcn_deploy.errors import FcnError  # noqa: E402
 from fcn_deploy.export.inputs import random_rgb  # noqa: E402
 from fcn_deploy.export.onnx_export import export_onnx  # noqa: E402
 from fcn_deploy.export.precision import (  # noqa: E402
-    CalibConfig, calibration_files, check_qdq, convert_fp16, head_nodes, verification_files,
+    CalibConfig, calibration_files, check_qdq, convert_fp16, head_nodes, match_nodes, stem_nodes,
+    verification_files,
 )
 from fcn_deploy.export.trt_check import check_trt  # noqa: E402
 from fcn_deploy.export.verify import verify_onnx  # noqa: E402
@@ -110,8 +111,15 @@ def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path,
     head = set(head_nodes(m))
     assert sum(n.op_type == "ConvTranspose" for n in m.graph.node if n.name in head) == 3
     assert sum(n.op_type == "Add" for n in m.graph.node if n.name in head) == 2  # the two skip fusions
+    stem = stem_nodes(m)  # the stem conv reads the raw image, no Q/DQ on its input; then its MaxPool
+    assert [n.op_type for n in m.graph.node if n.name in stem] == ["Conv", "MaxPool"]
+    assert "conv1" in stem[0] and "layer" not in stem[0]
     for n in m.graph.node:
-        if n.op_type == "Conv":
+        if n.name in stem:  # kept float by default: float weights, raw float input, float MaxPool
+            assert producers.get(n.input[0]) is None or producers[n.input[0]].op_type != "DequantizeLinear"
+            if n.op_type == "Conv":
+                assert n.input[1] in inits and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+        elif n.op_type == "Conv":
             dq = producers[n.input[1]]
             assert dq.op_type == "DequantizeLinear"  # weights per channel on axis 0, int8
             assert next(a.i for a in dq.attribute if a.name == "axis") == 0
@@ -160,35 +168,78 @@ def _ort_optimized_ops(path, tmp_path):
     return ops
 
 
+def _int8_weights(m):
+    inits = {t.name: t for t in m.graph.initializer}
+    return [onnx.numpy_helper.to_array(inits[n.input[0]]) for n in m.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+
+
 def test_int8_cpu_target_runs_integer_convolutions_in_onnxruntime(tmp_path, r18, image_dir):
     """The TensorRT layout (int8, zero point 0) leaves every Conv followed by a Relu in float on
     onnxruntime x86 (the Relu cannot fold into a zero-point-0 Q); the cpu target (uint8
-    asymmetric activations, 7-bit weights) gets every backbone Conv fused into QLinearConv."""
+    asymmetric activations) gets every quantized backbone Conv fused into QLinearConv: all but
+    the stem, which stays float by default; with the stem quantized too, all 20 and 7-bit weights."""
     base = dict(data=image_dir, format="images", images=4, method="minmax", size=(48, 64))
     trt = export_onnx(r18, tmp_path / "trt.onnx", precision="int8", calib=CalibConfig(**base), verify=False)
     cpu = export_onnx(r18, tmp_path / "cpu.onnx", precision="int8", calib=CalibConfig(**base, target="cpu"),
                       verify=False)
     backbone = lambda nodes: [n for n in nodes if "backbone" in n.name]  # noqa: E731
     n_convs = len(backbone(n for n in onnx.load(str(cpu)).graph.node if n.op_type == "Conv"))
+    stem = [n for n in stem_nodes(onnx.load(str(cpu))) if n.endswith("/Conv")]
     ops_trt, ops_cpu = _ort_optimized_ops(trt, tmp_path), _ort_optimized_ops(cpu, tmp_path)
     float_trt = backbone(ops_trt.get("Conv", []) + ops_trt.get("FusedConv", []))
     assert len(float_trt) >= n_convs // 2  # the conv+relu half of ResNet-18 stays float
-    assert backbone(ops_cpu.get("Conv", []) + ops_cpu.get("FusedConv", [])) == []
-    assert len(backbone(ops_cpu["QLinearConv"])) == n_convs == 20
+    assert [n.name for n in backbone(ops_cpu.get("Conv", []) + ops_cpu.get("FusedConv", []))] == stem
+    assert len(backbone(ops_cpu["QLinearConv"])) == n_convs - 1 == 19
     assert "Relu" not in ops_cpu  # folded into the uint8 quantization
-    # Number formats: uint8 activations, int8 weights within 7 bits; TensorRT would refuse it.
+    # Number formats: uint8 activations, full 8-bit int8 weights; TensorRT would refuse it.
     m = onnx.load(str(cpu))
     inits = {t.name: t for t in m.graph.initializer}
     q_types = {inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear"}
     assert q_types == {onnx.TensorProto.UINT8}
-    weights = [onnx.numpy_helper.to_array(inits[n.input[0]]) for n in m.graph.node
-               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
-    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in _int8_weights(m)) > 100
     assert check_qdq(m) and not check_trt(m).ok
+    # Stem quantized: it is fused too, and the weights drop to 7 bits (no 16-bit saturation on AVX2).
+    cpu_stem = export_onnx(r18, tmp_path / "cpu_stem.onnx", precision="int8", verify=False,
+                           calib=CalibConfig(**base, target="cpu", quantize_stem=True))
+    ops = _ort_optimized_ops(cpu_stem, tmp_path)
+    assert backbone(ops.get("Conv", []) + ops.get("FusedConv", [])) == []
+    assert len(backbone(ops["QLinearConv"])) == n_convs == 20
+    assert stem_nodes(onnx.load(str(cpu_stem))) == []  # its input now comes through Q/DQ
+    weights = _int8_weights(onnx.load(str(cpu_stem)))
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
     rep = verify_onnx(r18, cpu, sizes=[(48, 64)], images=image_dir)
     assert rep.passed and all(0 < c.rel_l2 for c in rep.cases), rep.format()
     with pytest.raises(FcnError, match="unknown int8 target"):
         CalibConfig(**base, target="arm")
+
+
+def test_int8_keep_float_patterns(tmp_path, r18, image_dir):
+    """--keep-float: named nodes (exact or fnmatch) stay float on top of the head and stem; the
+    TensorRT layout rules still hold; a pattern matching nothing is one clear error."""
+    calib = CalibConfig(data=image_dir, format="images", images=2, method="minmax", size=(32, 48),
+                        keep_float=("*/layer4/*", "/inner/score_fr/Conv"))
+    out = export_onnx(r18, tmp_path / "kf.onnx", precision="int8", calib=calib, verify=False)
+    m = onnx.load(str(out))
+    assert check_qdq(m) == [] and check_trt(m).ok
+    inits, producers = _qdq_layout(m)
+    kept = match_nodes(m, calib.keep_float)
+    kinds = [n.op_type for n in m.graph.node if n.name in kept]
+    assert (kinds.count("Conv"), kinds.count("Add")) == (6, 2)  # layer4's 5 convs + 2 Adds, score_fr
+    assert kept[-1] == "/inner/score_fr/Conv"
+    float_weights = [n.name for n in m.graph.node if n.op_type == "Conv" and n.input[1] in inits
+                     and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT]
+    assert float_weights == stem_nodes(m)[:1] + [n for n in kept if n.endswith("Conv")]
+    for n in m.graph.node:  # Adds kept float: no Q/DQ of their own inputs
+        if n.name in kept and n.op_type == "Add":
+            assert all(producers.get(x) is None or producers[x].op_type != "DequantizeLinear" for x in n.input)
+    with pytest.raises(FcnError, match="matches no node"):
+        export_onnx(r18, tmp_path / "bad.onnx", precision="int8", verify=False,
+                    calib=CalibConfig(data=image_dir, format="images", images=1, size=(32, 48), keep_float=("*/layer9/*",)))
+    assert not (tmp_path / "bad.onnx").exists()
+    assert CalibConfig(data=image_dir, keep_float="/inner/score_fr/Conv").keep_float == ("/inner/score_fr/Conv",)
+    with pytest.raises(FcnError, match="empty node name"):
+        CalibConfig(data=image_dir, keep_float=("",))
 
 
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
