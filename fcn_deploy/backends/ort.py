@@ -135,8 +135,20 @@ def _dims(shape) -> Tuple[object, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else None) for d in shape)
 
 
+# onnxruntime graph transformers switched off by default. QDQPropagationTransformer moves a
+# Q/DQ pair across a MaxPool; with the int8 export's float stem (export/precision.py) that turns
+# the stem's float MaxPool into onnxruntime's NCHW uint8 MaxPool, which is slow on x86: ResNet-18
+# FCN-8s int8 (cpu layout) at 360x480, 2 threads, 64.0 -> 54.3 ms with it off, outputs
+# bit-identical (benchmarks/RESULTS.md). It has nothing to do in float models.
+DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
+
+
 class OrtRunner(OnnxFileRunner):
-    """One ONNX model in one onnxruntime ``InferenceSession``."""
+    """One ONNX model in one onnxruntime ``InferenceSession``.
+
+    ``disabled_optimizers`` names onnxruntime graph transformers to skip (default
+    :data:`DISABLED_OPTIMIZERS`; pass ``()`` for onnxruntime's own full set).
+    """
 
     backend = "onnxruntime"
 
@@ -151,6 +163,7 @@ class OrtRunner(OnnxFileRunner):
         trt_cache_dir=None,
         trt_profile: Optional[Profile] = None,
         optimization: str = "all",
+        disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
     ):
         super().__init__()
         try:
@@ -186,6 +199,7 @@ class OrtRunner(OnnxFileRunner):
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=so,
                 providers=[n for n, _ in chosen], provider_options=[o for _, o in chosen],
+                disabled_optimizers=list(disabled_optimizers) or None,
             )
         except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
