@@ -135,19 +135,20 @@ def _dims(shape) -> Tuple[object, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else None) for d in shape)
 
 
-# onnxruntime graph transformers switched off by default. QDQPropagationTransformer moves a
-# Q/DQ pair across a MaxPool; with the int8 export's float stem (export/precision.py) that turns
-# the stem's float MaxPool into onnxruntime's NCHW uint8 MaxPool, which is slow on x86: ResNet-18
-# FCN-8s int8 (cpu layout) at 360x480, 2 threads, 64.0 -> 54.3 ms with it off, outputs
-# bit-identical (benchmarks/RESULTS.md). It has nothing to do in float models.
-DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
+# onnxruntime graph transformers to skip: none by default. ``QDQPropagationTransformer`` is a
+# trade-off on our int8 files: it moves a Q/DQ pair across a MaxPool. The export puts no Q/DQ
+# on MaxPool outputs, so for VGG16 it is what lets the Conv after each MaxPool run as
+# QLinearConv (without it: 879 -> 1355 ms at 360x480); for ResNet-18's float stem it turns the
+# stem's float MaxPool into the slow NCHW uint8 one (with it off: 64 -> 54 ms, outputs
+# bit-identical). Measurements: benchmarks/RESULTS.md.
+DISABLED_OPTIMIZERS: Tuple[str, ...] = ()
 
 
 class OrtRunner(OnnxFileRunner):
     """One ONNX model in one onnxruntime ``InferenceSession``.
 
     ``disabled_optimizers`` names onnxruntime graph transformers to skip (default
-    :data:`DISABLED_OPTIMIZERS`; pass ``()`` for onnxruntime's own full set).
+    :data:`DISABLED_OPTIMIZERS`, i.e. none), e.g. ``("QDQPropagationTransformer",)``.
     """
 
     backend = "onnxruntime"
