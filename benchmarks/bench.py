@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fcn_deploy._util import run_cli
+from fcn_deploy._util import atomic_write_text, run_cli
 from fcn_deploy.backends.base import Runner
 from fcn_deploy.benchmarks import report as rep
 from fcn_deploy.benchmarks import runtime
@@ -415,13 +415,9 @@ def _run_ceiling(a) -> int:
     if a.json:
         import json
 
-        from fcn_deploy._util import atomic_write_text
-
         atomic_write_text(a.json, json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
         print(f"wrote {a.json}")
     if a.markdown:
-        from fcn_deploy._util import atomic_write_text
-
         atomic_write_text(a.markdown, "\n".join(ce.render(r) for r in reports))
         print(f"wrote {a.markdown}")
     return 0

@@ -90,6 +90,8 @@ def count_layers(model_path, shape: Sequence[int], *, threads: Optional[int] = N
     from google.protobuf.message import DecodeError
 
     path = Path(model_path)
+    if len(shape) != 4 or shape[1] != 3:
+        raise FcnError(f"shape {tuple(shape)}: FCN models take N x 3 x H x W")
     if not path.is_file():
         raise FcnError(f"file not found: {path}")
     try:
@@ -116,8 +118,6 @@ def count_layers(model_path, shape: Sequence[int], *, threads: Optional[int] = N
         sess = _ort_session(model.SerializeToString(), threads, optimize=False)
     except Exception as e:
         raise FcnError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:200]}") from None
-    if shape[1] != 3:
-        raise FcnError(f"shape {shape}: FCN models take 3 channels")
     x = np.random.default_rng(0).standard_normal(tuple(shape)).astype(np.float32)
     names = [o.name for o in sess.get_outputs()]
     try:

@@ -101,6 +101,8 @@ def test_foreign_and_missing_files(tmp_path):
         count_layers(bad, (1, 3, 8, 8))
     with pytest.raises(FcnError, match="file not found"):
         count_layers(tmp_path / "none.onnx", (1, 3, 8, 8))
+    with pytest.raises(FcnError, match="N x 3 x H x W"):
+        count_layers(bad, (1, 1, 8, 8))
 
 
 def test_cli(model, tmp_path, capsys):
