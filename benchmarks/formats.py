@@ -11,9 +11,13 @@ Rows (``FORMATS``; OpenVINO rows only when openvino is installed)::
     pytorch        the checkpoint, PyTorch eager fp32 (the reference)
     onnx-fp32      fp32 ONNX on onnxruntime (CPU)
     onnx-fp16      fp16 ONNX on onnxruntime (CPU)
-    onnx-int8      int8 QDQ ONNX on onnxruntime (CPU)
+    onnx-int8      int8 QDQ ONNX on onnxruntime (CPU), TensorRT layout (the default export)
+    onnx-int8cpu   int8 QDQ ONNX on onnxruntime (CPU), cpu layout (``--int8-target cpu``)
     openvino-fp32  the fp32 ONNX on OpenVINO (CPU, f32)
-    openvino-int8  the int8 QDQ ONNX on OpenVINO (CPU)
+    openvino-int8  the int8 QDQ ONNX (TensorRT layout) on OpenVINO (CPU)
+    openvino-int8cpu  the cpu-layout int8 QDQ ONNX on OpenVINO (CPU)
+
+The precision ``int8cpu`` stands for an int8 export with ``--int8-target cpu``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ ROW_KEYS = ("format", "backend", "precision", "file", "size_mb", "export_s", "me
 class Format:
     name: str
     bench_backend: str  # a targets.py backend name
-    precision: Optional[str]  # export precision, None = the checkpoint itself
+    precision: Optional[str]  # export precision (int8cpu = int8, cpu layout), None = the checkpoint itself
     eval_backend: str  # evaluate(..., backend=)
     needs: Optional[str] = None  # python module that must be importable
 
@@ -53,8 +57,10 @@ FORMATS: Tuple[Format, ...] = (
     Format("onnx-fp32", "onnx", "fp32", "onnxruntime", "onnxruntime"),
     Format("onnx-fp16", "onnx", "fp16", "onnxruntime", "onnxruntime"),
     Format("onnx-int8", "onnx", "int8", "onnxruntime", "onnxruntime"),
+    Format("onnx-int8cpu", "onnx", "int8cpu", "onnxruntime", "onnxruntime"),
     Format("openvino-fp32", "openvino", "fp32", "openvino", "openvino"),
     Format("openvino-int8", "openvino", "int8", "openvino", "openvino"),
+    Format("openvino-int8cpu", "openvino", "int8cpu", "openvino", "openvino"),
 )
 FORMAT_NAMES = tuple(f.name for f in FORMATS)
 
@@ -78,12 +84,14 @@ def _export(checkpoint, out: Path, precision: str, *, data, fmt: str, calib_imag
     from fcn_deploy.export.onnx_export import export_onnx
 
     calib = None
-    if precision == "int8":
+    if precision in ("int8", "int8cpu"):
         from fcn_deploy.export.precision import CalibConfig
 
         if fmt == "synthetic":
             raise FcnError("int8 calibration needs image files; the synthetic dataset has none")
-        calib = CalibConfig(data=Path(data), format=fmt, images=calib_images)
+        calib = CalibConfig(data=Path(data), format=fmt, images=calib_images,
+                            target="cpu" if precision == "int8cpu" else "tensorrt")
+        precision = "int8"
     return export_onnx(checkpoint, out, precision=precision, calib=calib, verify=verify)
 
 

@@ -75,6 +75,27 @@ def test_formats_table_with_one_failing_format(env, tmp_path):
     json.dumps(doc)  # serialisable
 
 
+def test_formats_int8_layouts_each_get_a_row(env, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    doc = formats.run_formats(env["ckpt"], env["data"], fmt="camvid", split="val",
+                              formats=["onnx-int8", "onnx-int8cpu"], out_dir=tmp_path / "out",
+                              config=FAST, calib_images=3, exporter=env["export"])
+    rows = {r["format"]: r for r in doc["rows"]}
+    assert [rows[n]["error"] for n in rows] == [None, None], rows
+    assert rows["onnx-int8cpu"]["precision"] == "int8cpu" and rows["onnx-int8"]["precision"] == "int8"
+    assert rows["onnx-int8cpu"]["file"] != rows["onnx-int8"]["file"]
+
+    def zero_point_types(path):
+        m = onnx.load(path)
+        inits = {i.name: i.data_type for i in m.graph.initializer}
+        return {inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+
+    # cpu layout: uint8 activations; TensorRT layout: int8 (zero point 0)
+    assert zero_point_types(rows["onnx-int8cpu"]["file"]) == {onnx.TensorProto.UINT8}
+    assert zero_point_types(rows["onnx-int8"]["file"]) == {onnx.TensorProto.INT8}
+    assert all(0 <= rows[n]["mean_iu"] <= 1 and rows[n]["median_ms"] > 0 for n in rows)
+
+
 def test_formats_unknown_name_lists_valid(env):
     from fcn_deploy.errors import FcnError
 
