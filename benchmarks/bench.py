@@ -322,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"input shape, repeatable (default {'x'.join(map(str, DEFAULT_SHAPE))})")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up iterations per target and shape")
     runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS})")
+    runs.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS}; "
+                                                        "--ceiling: 3 per layer)")
     runs.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
     p.add_argument("--threads", type=int, help="CPU threads for the backend (torch.set_num_threads / ORT intra-op / OpenVINO)")
     p.add_argument("--images", metavar="DIR", help="real images (resized to each shape) instead of random pixels")
@@ -398,16 +399,25 @@ def _progress(quiet: bool):
 def _run_ceiling(a) -> int:
     from fcn_deploy.benchmarks import ceiling as ce
 
-    if a.reference_ms is not None and not a.reference_ms > 0:
+    if a.reference_ms is not None and not (math.isfinite(a.reference_ms) and a.reference_ms > 0):
         raise FcnError("--reference-ms must be a positive number of milliseconds")
     if a.duration is not None:
         raise FcnError("--ceiling times each layer a fixed number of --iterations; --duration does not apply")
+    for opt, value in (("--plot", a.plot), ("--images", a.images)):
+        if value:
+            raise FcnError(f"{opt} does not apply to --ceiling")
+    if a.iterations is not None and a.iterations < 1:
+        raise FcnError("--iterations must be >= 1")
+    if a.warmup < 0:
+        raise FcnError("--warmup must be >= 0")
+    if a.threads is not None and a.threads < 1:
+        raise FcnError("--threads must be >= 1")
     shapes = [parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))])]
     progress = _progress(a.quiet)
     reports = []
     for shape in shapes:
-        r = ce.ceiling(a.ceiling, shape, threads=a.threads, iterations=a.iterations or 3,
-                       reference_ms=a.reference_ms, progress=progress)
+        r = ce.ceiling(a.ceiling, shape, threads=a.threads, iterations=a.iterations or ce.DEFAULT_ITERATIONS,
+                       warmup=a.warmup, reference_ms=a.reference_ms, progress=progress)
         if progress and sys.stderr.isatty():
             sys.stderr.write("\r\033[K")
         print(ce.render(r))
@@ -415,7 +425,7 @@ def _run_ceiling(a) -> int:
     if a.json:
         import json
 
-        atomic_write_text(a.json, json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
+        atomic_write_text(a.json, json.dumps(reports, indent=2) + "\n")
         print(f"wrote {a.json}")
     if a.markdown:
         atomic_write_text(a.markdown, "\n".join(ce.render(r) for r in reports))

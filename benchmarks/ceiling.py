@@ -7,7 +7,8 @@ fits in that time at the speed the CPU's kernels actually run. This module measu
    shapes of one real onnxruntime run (Conv, ConvTranspose, MatMul, Gemm);
 2. the throughput (GMAC/s) onnxruntime's CPU kernels reach on each of the model's own
    convolution layers run in isolation, in fp32 (``Conv``) and in int8 (``QLinearConv``,
-   uint8 activations x 7-bit int8 weights, the layout ``--int8-target cpu`` produces);
+   uint8 activations x int8 weights (random 7-bit values; the u8 x s8 kernels' speed does not
+   depend on the values), the layout ``--int8-target cpu`` produces);
 3. the *floor*: total MACs / the best per-layer throughput, i.e. the latency of the whole model
    if every layer ran as fast as the fastest layer does, with zero overhead between layers.
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 PRECISIONS = ("fp32", "int8")
+SCHEMA = "fcn-bench-ceiling/1"
+DEFAULT_ITERATIONS = 3  # timed runs per layer probe
 IR_VERSION = 8  # single-layer probe models: an IR version every supported onnxruntime reads
 OPSET = 17
 
@@ -131,8 +134,8 @@ def count_layers(model_path, shape: Sequence[int], *, threads: Optional[int] = N
         xs = shapes.get(n.input[0]) or init_shapes.get(n.input[0])
         ws = shapes.get(n.input[1]) or init_shapes.get(n.input[1])
         ys = shapes.get(n.output[0])
-        if xs is None or ws is None or ys is None:
-            continue
+        if xs is None or ws is None or ys is None:  # every one was a graph output or an initializer
+            raise FcnError(f"{path}: no shape for {n.op_type} {n.name or n.output[0]}; cannot count its MACs")
         layers.append(Layer(n.name or n.output[0], n.op_type, xs, ws, ys, _attrs(n),
                             layer_macs(n.op_type, xs, ws, ys)))
     return layers
@@ -176,16 +179,22 @@ def _conv_probe(layer: Layer, precision: str) -> Tuple[bytes, np.ndarray]:
     return model.SerializeToString(), x
 
 
-def time_layer(layer: Layer, precision: str, *, threads: Optional[int], iterations: int = 3) -> float:
-    """Median milliseconds of ``layer`` alone in onnxruntime (one warm-up run first)."""
-    blob, x = _conv_probe(layer, precision)
-    sess = _ort_session(blob, threads)
-    sess.run(None, {"X": x})
-    times = []
-    for _ in range(max(1, iterations)):
-        t0 = time.perf_counter()
-        sess.run(None, {"X": x})
-        times.append(time.perf_counter() - t0)
+def time_layer(layer: Layer, precision: str, *, threads: Optional[int], iterations: int = 3,
+               warmup: int = 1) -> float:
+    """Median milliseconds of ``layer`` alone in onnxruntime, after ``warmup`` untimed runs."""
+    try:
+        blob, x = _conv_probe(layer, precision)
+        sess = _ort_session(blob, threads)
+        for _ in range(max(0, warmup)):
+            sess.run(None, {"X": x})
+        times = []
+        for _ in range(max(1, iterations)):
+            t0 = time.perf_counter()
+            sess.run(None, {"X": x})
+            times.append(time.perf_counter() - t0)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise FcnError(f"layer {layer.name}: the {precision} probe failed ({first})") from None
     return float(np.median(times)) * 1000.0
 
 
@@ -195,7 +204,8 @@ def _probe_key(layer: Layer) -> tuple:
             tuple(a.get("dilations", ())), a.get("group", 1), a.get("auto_pad", b"NOTSET"))
 
 
-def ceiling(model_path, shape: Sequence[int], *, threads: Optional[int] = None, iterations: int = 3,
+def ceiling(model_path, shape: Sequence[int], *, threads: Optional[int] = None,
+            iterations: int = DEFAULT_ITERATIONS, warmup: int = 1,
             reference_ms: Optional[float] = None, precisions: Sequence[str] = PRECISIONS,
             min_layer_macs: float = 0.0, progress: Optional[Callable[[str], None]] = None) -> dict:
     """Count the model's MACs at ``shape``, time its conv layers alone, derive the floor.
@@ -229,7 +239,7 @@ def ceiling(model_path, shape: Sequence[int], *, threads: Optional[int] = None, 
                 for p in precisions:
                     if progress:
                         progress(f"layer {todo.index(l) + 1}/{len(todo)} {l.name} ({p})")
-                    timed[key][p] = time_layer(l, p, threads=threads, iterations=iterations)
+                    timed[key][p] = time_layer(l, p, threads=threads, iterations=iterations, warmup=warmup)
             for p in precisions:
                 ms = timed[key][p]
                 row[f"{p}_ms"] = round(ms, 3)
@@ -247,6 +257,7 @@ def ceiling(model_path, shape: Sequence[int], *, threads: Optional[int] = None, 
         if reference_ms:
             speedup[p] = round(reference_ms / floor_ms, 2)
     return {
+        "schema": SCHEMA,
         "model": str(model_path),
         "shape": list(shape),
         "threads": threads,
@@ -289,7 +300,8 @@ def render(report: dict) -> str:
             line += (f"; against the reference {report['reference_ms']:.0f} ms the largest possible "
                      f"speed-up is **{report['max_speedup'][p]:.2f}x**")
         out.append(line)
-    out += ["", "The floor holds for direct convolution, which is what onnxruntime's CPU kernels run "
-            "(fp32 `Conv`, int8 `QLinearConv`); a target above the largest possible speed-up needs "
-            "fewer multiplications (e.g. Winograd) or a faster CPU, not a better schedule."]
+    out += ["", "The floor is direct convolution at the best rate onnxruntime's CPU kernels (fp32 `Conv`, "
+            "int8 `QLinearConv`) reach on any of this model's layers; a target above the largest possible "
+            "speed-up needs faster kernels, fewer multiplications (e.g. Winograd) or a faster CPU, not a "
+            "better schedule."]
     return "\n".join(out) + "\n"

@@ -96,7 +96,10 @@ def _main(argv=None) -> int:
             quantize_head=args.quantize_head, target=args.int8_target,
             quantize_stem=args.quantize_stem, keep_float=tuple(args.keep_float),
         )
-        from fcn_deploy.export.precision import calibration_files
+        from fcn_deploy.export.precision import DEFAULT_PERCENTILE, calibration_files
+
+        if args.calib_method != "percentile" and args.calib_percentile != DEFAULT_PERCENTILE:
+            log.warning("--calib-percentile is only used with --calib-method percentile")
 
         calibration_files(calib)  # a wrong folder or layout fails now, not after the export
     elif args.calib_data or args.int8_target != "tensorrt" or args.keep_float or args.quantize_stem:

@@ -423,11 +423,18 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     except Exception as e:
         raise FcnError(f"int8 pre-processing failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     pre_model = onnx.load(str(pre))
+    stem = [] if calib.quantize_stem else stem_nodes(pre_model)
+    if not calib.quantize_stem and not stem:
+        log.warning("int8: no stem found (no Conv reads the graph input directly); it is quantized like the "
+                    "rest%s", ", with 7-bit weights" if calib.target == "cpu" else "")
     exclude = list(dict.fromkeys(
         ([] if calib.quantize_head else head_nodes(pre_model))
-        + ([] if calib.quantize_stem else stem_nodes(pre_model))
+        + stem
         + match_nodes(pre_model, calib.keep_float)))
     del pre_model
+    # cpu layout: 8-bit weights only while the stem is float (it is the layer whose u8 x s8 pair
+    # sums saturate 16 bits on AVX2 without VNNI; see INT8_TARGETS), else 7-bit (reduce_range).
+    stem_float = bool(stem) and set(stem) <= set(exclude)
     log.info("int8: %d node(s) kept float: %s", len(exclude), ", ".join(exclude) if len(exclude) <= 8
              else ", ".join(exclude[:8]) + ", ...")
     files = calibration_files(calib)
@@ -460,7 +467,7 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
             quantize_static(
                 str(pre), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES),
                 nodes_to_exclude=exclude,
-                per_channel=True, reduce_range=cpu and calib.quantize_stem, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=cpu and not stem_float, weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
                 calibrate_method=method, extra_options=extra,
             )

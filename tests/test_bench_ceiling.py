@@ -111,7 +111,10 @@ def test_cli(model, tmp_path, capsys):
     rc = bench.main(["--ceiling", str(model), "--shape", "1x3x16x16", "--iterations", "1", "--threads", "1",
                      "--reference-ms", "5", "--json", str(out), "--markdown", str(md), "-q"])
     assert rc == 0
-    doc = json.loads(out.read_text())
+    docs = json.loads(out.read_text())
+    assert isinstance(docs, list) and len(docs) == 1  # one report per --shape
+    doc = docs[0]
+    assert doc["schema"] == "fcn-bench-ceiling/1"
     assert {"total_gmacs", "layers", "peak_gmacs_per_s", "floor_ms", "max_speedup", "machine"} <= set(doc)
     assert md.read_text().startswith("# Ceiling of")
     assert "floor" in capsys.readouterr().out
@@ -120,6 +123,10 @@ def test_cli(model, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--reference-ms", "-3"], "--reference-ms must be a positive"),
     (["--duration", "2"], "--duration does not apply"),
+    (["--reference-ms", "inf"], "--reference-ms must be a positive"),
+    (["--iterations", "0"], "--iterations must be >= 1"),
+    (["--threads", "-1"], "--threads must be >= 1"),
+    (["--plot", "x.png"], "--plot does not apply"),
 ])
 def test_cli_bad_options(model, argv, message, capsys):
     assert bench.main(["--ceiling", str(model), "-q"] + argv) == 2

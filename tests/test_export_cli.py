@@ -183,6 +183,32 @@ def test_int8_calibration_options_reach_the_exporter(tmp_path, ckpt, capsys, mon
     _one_line_error(capsys, "percentile must be in (0, 100]")
 
 
+def test_calib_percentile_without_the_percentile_method_warns(tmp_path, ckpt, capsys, monkeypatch, caplog):
+    import logging
+
+    import fcn_deploy.export.onnx_export as onnx_export
+    from fcn_deploy.errors import FcnError
+    from PIL import Image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (8, 8)).save(calib / "a.png")
+
+    def fake_export(*args, **kw):
+        raise FcnError("stop here")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    base = [str(ckpt / "model.pt"), str(tmp_path / "q.onnx"), "--precision", "int8", "--calib-data", str(calib)]
+    with caplog.at_level(logging.WARNING):
+        export_main(base + ["--calib-method", "minmax", "--calib-percentile", "99.9"])
+    assert "--calib-percentile is only used with --calib-method percentile" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        export_main(base + ["--calib-percentile", "99.9"])
+    assert "--calib-percentile" not in caplog.text
+    capsys.readouterr()
+
+
 def test_int8_keep_float_matching_nothing_is_one_error(tmp_path, ckpt, capsys):
     from PIL import Image
 

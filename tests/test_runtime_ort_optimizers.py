@@ -73,5 +73,7 @@ def test_runner_passes_the_disabled_optimizers(tmp_path, monkeypatch):
         y = r.infer({"input": x})["logits"]
     with ort_backend.OrtRunner(model, providers="cpu", threads=1) as r:
         y_all = r.infer({"input": x})["logits"]
-    assert seen == [["QDQPropagationTransformer"], None]  # the default skips nothing
+    with ort_backend.OrtRunner(model, providers="cpu", threads=1, disabled_optimizers="QDQPropagationTransformer"):
+        pass
+    assert seen == [["QDQPropagationTransformer"], None, ["QDQPropagationTransformer"]]  # default: none; a str is one name
     np.testing.assert_allclose(y, y_all, rtol=0, atol=1e-5)  # same result either way

@@ -148,7 +148,8 @@ class OrtRunner(OnnxFileRunner):
     """One ONNX model in one onnxruntime ``InferenceSession``.
 
     ``disabled_optimizers`` names onnxruntime graph transformers to skip (default
-    :data:`DISABLED_OPTIMIZERS`, i.e. none), e.g. ``("QDQPropagationTransformer",)``.
+    :data:`DISABLED_OPTIMIZERS`, i.e. none), e.g. ``("QDQPropagationTransformer",)``; one name
+    may be given as a string. onnxruntime does not check the names: an unknown one is ignored.
     """
 
     backend = "onnxruntime"
@@ -167,6 +168,8 @@ class OrtRunner(OnnxFileRunner):
         disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
     ):
         super().__init__()
+        if isinstance(disabled_optimizers, str):
+            disabled_optimizers = (disabled_optimizers,)
         try:
             import onnxruntime as ort
         except ImportError:
