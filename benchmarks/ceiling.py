@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fcn_deploy.errors import FcnError
+from fcn_deploy.errors import FcnError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,13 @@ def count_layers(model_path, shape: Sequence[int], *, threads: Optional[int] = N
     try:
         sess = _ort_session(model.SerializeToString(), threads, optimize=False)
     except Exception as e:
-        raise FcnError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:200]}") from None
+        raise FcnError(f"{path}: onnxruntime cannot load it: {first_line(e)[:200]}") from None
     x = np.random.default_rng(0).standard_normal(tuple(shape)).astype(np.float32)
     names = [o.name for o in sess.get_outputs()]
     try:
         values = sess.run(None, {feeds[0].name: x})
     except Exception as e:
-        raise FcnError(f"{path}: inference at {tuple(shape)} failed: {str(e).splitlines()[0][:200]}") from None
+        raise FcnError(f"{path}: inference at {tuple(shape)} failed: {first_line(e)[:200]}") from None
     shapes = {k: tuple(v.shape) for k, v in zip(names, values)}
     init_shapes = {i.name: tuple(i.dims) for i in graph.initializer}
     layers = []
@@ -193,8 +193,7 @@ def time_layer(layer: Layer, precision: str, *, threads: Optional[int], iteratio
             sess.run(None, {"X": x})
             times.append(time.perf_counter() - t0)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise FcnError(f"layer {layer.name}: the {precision} probe failed ({first})") from None
+        raise FcnError(f"layer {layer.name}: the {precision} probe failed ({first_line(e)[:200]})") from None
     return float(np.median(times)) * 1000.0
 
 

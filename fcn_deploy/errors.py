@@ -11,3 +11,10 @@ class FcnError(Exception):
 def unknown_name(kind: str, name: str, valid) -> FcnError:
     """Registry error that lists the valid names (convention 4)."""
     return FcnError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty:
+    what a one-line error shows of a library's (often multi-line) exception."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

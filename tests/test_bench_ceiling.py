@@ -140,3 +140,10 @@ def test_cli_bad_file(tmp_path, capsys):
     assert bench.main(["--ceiling", str(bad), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_first_line_of_library_errors():
+    from fcn_deploy.errors import first_line
+
+    assert first_line(RuntimeError("  [ONNXRuntimeError] : 1 : FAIL\n  at graph.cc:12\n")) == "[ONNXRuntimeError] : 1 : FAIL"
+    assert first_line(ValueError("")) == "ValueError"  # an empty message: no IndexError

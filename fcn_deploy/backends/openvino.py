@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
-from fcn_deploy.errors import FcnError
+from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.onnx_info import read_onnx_header
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class OpenVinoRunner(OnnxFileRunner):
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, device, cfg)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise FcnError(f"{self.path}: OpenVINO cannot load this model ({first})") from None
         self.device = f"OpenVINO {device}"
         try:
@@ -120,7 +120,7 @@ class OpenVinoRunner(OnnxFileRunner):
             try:
                 req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 raise FcnError(f"OpenVINO failed on input {[v.shape for v in feeds.values()]}: {first}") from None
             # Copies: the request's output tensors are reused by the next call.
             outs = {spec.name: np.array(req.get_output_tensor(i).data, copy=True) for i, spec in enumerate(self._outputs)}

@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
-from fcn_deploy.errors import FcnError
+from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.shapes import Profile, format_shape
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class OrtRunner(OnnxFileRunner):
                 disabled_optimizers=list(disabled_optimizers) or None,
             )
         except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise FcnError(f"{self.path}: onnxruntime cannot load this model ({first})") from None
         self.providers = list(self.session.get_providers())
         self.device = self.providers[0]
@@ -229,7 +229,7 @@ class OrtRunner(OnnxFileRunner):
         try:
             outs = self.session.run(self._output_names, feeds)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first}") from None
         ms = (time.perf_counter() - t0) * 1e3
         return dict(zip(self._output_names, outs)), Timing(total_ms=ms, compute_ms=ms)
