@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
-from fcn_deploy.errors import FcnError, unknown_name
+from fcn_deploy.errors import FcnError, first_line, unknown_name
 from fcn_deploy.modelinfo import INPUT_NAME, OUTPUT_NAMES, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def check_onnx_file(path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        raise FcnError(f"ONNX check failed for {path}: {str(e).strip().splitlines()[0][:300]}") from None
+        raise FcnError(f"ONNX check failed for {path}: {first_line(e)[:300]}") from None
 
 
 def save_onnx_atomic(model, output, *, check=None) -> Path:

@@ -28,7 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fcn_deploy.errors import FcnError, unknown_name
+from fcn_deploy.errors import FcnError, first_line, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def convert_fp16(model, *, io: str = "fp32", keep_ops: Iterable[str] = KEEP_FP32
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:
-        raise FcnError(f"fp16 conversion produced an inconsistent graph: {str(e).splitlines()[0][:300]}") from None
+        raise FcnError(f"fp16 conversion produced an inconsistent graph: {first_line(e)[:300]}") from None
     return model
 
 
@@ -421,7 +421,7 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     except Exception as e:
-        raise FcnError(f"int8 pre-processing failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+        raise FcnError(f"int8 pre-processing failed: {type(e).__name__}: {first_line(e)[:300]}") from None
     pre_model = onnx.load(str(pre))
     stem = [] if calib.quantize_stem else stem_nodes(pre_model)
     if not calib.quantize_stem and not stem:
@@ -474,7 +474,7 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
     except FcnError:
         raise
     except Exception as e:
-        raise FcnError(f"int8 calibration failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+        raise FcnError(f"int8 calibration failed: {type(e).__name__}: {first_line(e)[:300]}") from None
     finally:
         root.setLevel(level)
     q = onnx.load(str(out))

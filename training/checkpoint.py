@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from fcn_deploy._util import atomic_path
-from fcn_deploy.errors import FcnError
+from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.modelinfo import ModelInfo
 
 CHECKPOINT_FORMAT = "fcn-deploy/checkpoint"
@@ -126,7 +126,7 @@ def model_from_checkpoint(path_or_ckpt, *, eval_mode: bool = True) -> Tuple[torc
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        raise FcnError(f"{src}: weights do not fit {m.get('arch')}/{m.get('backbone')}: {str(e).splitlines()[0][:200]}") from None
+        raise FcnError(f"{src}: weights do not fit {m.get('arch')}/{m.get('backbone')}: {first_line(e)[:200]}") from None
     info = ModelInfo.from_dict(ckpt["info"])
     if info.num_classes != model.num_classes:
         raise FcnError(f"{src}: info says {info.num_classes} classes, model has {model.num_classes}")
