@@ -312,16 +312,10 @@ class Segmenter:
         # Size each image will run at, and grouping by that size.
         run_hw = []
         for i, im in enumerate(rgbs):
-            h, w = im.shape[:2]
-            if self.profile.hw_fits(h, w):
-                run_hw.append((h, w))
-            elif resize == "fit":
-                run_hw.append(self.profile.fit_hw(h, w))
-            else:
-                try:
-                    self.profile.check((max(self.profile.min[0], 1), 3, h, w), name="image", **self._profile_words())
-                except FcnError as e:
-                    raise FcnError(str(e) if single else f"image {i}: {e}") from None
+            try:
+                run_hw.append(self.run_size(im.shape[0], im.shape[1], resize=resize))
+            except FcnError as e:
+                raise FcnError(str(e) if single else f"image {i}: {e}") from None
         groups: Dict[Tuple[int, int], List[int]] = {}
         for i, hw in enumerate(run_hw):
             groups.setdefault(hw, []).append(i)
@@ -338,18 +332,31 @@ class Segmenter:
         self._local.timing = _combine(chunk_timings, load_ms, len(rgbs))
         return results[0] if single else results  # type: ignore[return-value]
 
+    def run_size(self, h: int, w: int, *, resize: Optional[str] = None) -> Tuple[int, int]:
+        """The size an HxW image runs at: its own when the model accepts it, the profile-fitted
+        size with ``resize="fit"``, else an error naming the accepted sizes."""
+        if self.profile.hw_fits(h, w):
+            return (h, w)
+        if resize == "fit":
+            return self.profile.fit_hw(h, w)
+        self.profile.check((max(self.profile.min[0], 1), 3, h, w), name="image", **self._profile_words())
+        return (h, w)
+
     def _profile_words(self) -> dict:
         if self.backend == "tensorrt":
             return {"what": "the engine's profile", "rebuild": "rebuild the plan with wider fcn-build --min/--max"}
         return {"what": "the sizes this model accepts", "rebuild": "re-export it with dynamic height/width"}
 
-    def _run(self, hw, images: List[np.ndarray], want_conf: bool):
-        t0 = time.perf_counter()
+    # -- the three stages, public so serving and video pipelines reuse them ----------------------
+    def preprocess(self, images: Sequence[np.ndarray], hw: Tuple[int, int]) -> np.ndarray:
+        """HxWx3 uint8 RGB images -> the model's input batch at ``hw`` (resized if needed,
+        normalised with the model's own convention, padded to the profile's minimum batch)."""
         resized = [_img.resize_rgb(im, hw) for im in images]
-        n = len(resized)
-        pad = max(0, self.profile.min[0] - n)  # engines whose profile starts above batch 1
-        x = _img.preprocess(resized + [resized[-1]] * pad, self.info, lut=self._lut)
-        t1 = time.perf_counter()
+        pad = max(0, self.profile.min[0] - len(resized))  # engines whose profile starts above batch 1
+        return _img.preprocess(resized + [resized[-1]] * pad, self.info, lut=self._lut)
+
+    def infer(self, x: np.ndarray):
+        """Run the backend on one input batch; returns (output array, the runner's Timing or None)."""
         feeds = {self.input_name: x}
         infer_timed = getattr(self.runner, "infer_timed", None)
         if infer_timed is not None:
@@ -357,10 +364,23 @@ class Segmenter:
         else:
             outs = self.runner.infer(feeds)
             rt = getattr(self.runner, "last_timing", None)
-        t2 = time.perf_counter()
         if self.output_name not in outs:
             raise FcnError(f"backend returned {', '.join(outs)} but not {self.output_name!r}")
-        y = np.asarray(outs[self.output_name])
+        return np.asarray(outs[self.output_name]), rt
+
+    def postprocess(self, outputs: np.ndarray, index: int, hw: Tuple[int, int], image: np.ndarray,
+                    *, confidence: bool = False) -> SegmentationResult:
+        """Item ``index`` of a model output batch run at ``hw`` -> a result at ``image``'s size
+        (argmax for logits/probs, range-checked labels, nearest/bilinear resize back)."""
+        return self._post(outputs, index, hw, image, confidence)
+
+    def _run(self, hw, images: List[np.ndarray], want_conf: bool):
+        t0 = time.perf_counter()
+        n = len(images)
+        x = self.preprocess(images, hw)
+        t1 = time.perf_counter()
+        y, rt = self.infer(x)
+        t2 = time.perf_counter()
         results = []
         for k, im in enumerate(images):
             results.append(self._post(y, k, hw, im, want_conf))
