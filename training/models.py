@@ -305,9 +305,30 @@ class FCN(nn.Module):
         return _crop(up, 0, skip) + skip
 
 
-def build_model(arch: str, backbone: str, num_classes: int, *, learnable_upsampling: bool = False) -> FCN:
-    """The registry: ``build_model("fcn8s", "resnet18", 11)``; unknown names list the valid ones."""
-    return FCN(arch, backbone, num_classes, learnable_upsampling=learnable_upsampling)
+def _register_fcn_family() -> None:
+    from fcn_deploy.training.registry import register_arch
+
+    descriptions = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s",
+                    "fcn8s-atonce": "FCN-8s at-once (pool4 x0.01, pool3 x0.0001)"}
+    for arch in ARCHS:
+        def builder(backbone, num_classes, *, learnable_upsampling=False, _arch=arch):
+            m = FCN(_arch, backbone, num_classes, learnable_upsampling=learnable_upsampling)
+            m.build_options = {"learnable_upsampling": bool(learnable_upsampling)}
+            return m
+
+        register_arch(arch, backbones=BACKBONES, family="fcn", description=descriptions[arch],
+                      convention="imagenet", options=("learnable_upsampling",))(builder)
+
+
+_register_fcn_family()
+
+
+def build_model(arch: str, backbone: str, num_classes: int, **options):
+    """Any registered architecture (see fcn_deploy.training.registry); unknown names list the
+    valid ones. Kept here so existing imports keep working."""
+    from fcn_deploy.training.registry import build_model as _build
+
+    return _build(arch, backbone, num_classes, **options)
 
 
 def load_backbone_weights(model: FCN, path: str) -> List[str]:
