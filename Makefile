@@ -12,7 +12,7 @@ CAMVID ?=
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-slow clean gpu-check
+.PHONY: venv demo test test-slow clean gpu-check results
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -38,3 +38,8 @@ gpu-check: venv
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache *.egg-info
+
+# Regenerate the recorded reports in benchmarks/results/ (hours for all steps; see the script's header):
+# make results STEPS="latency-r18 ceilings" CAMVID=../shared/data/camvid
+results: venv
+	BIN=$(VENV)/bin CAMVID=$(or $(CAMVID),../shared/data/camvid) $(if $(STEPS),STEPS="$(STEPS)",) benchmarks/make_results.sh

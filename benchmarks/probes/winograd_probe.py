@@ -1,6 +1,9 @@
-# Probe (not part of the toolkit): one 3x3 conv layer as direct ONNX Conv vs Winograd F(2x2,3x3)
-# written as plain ONNX ops (grouped-Conv input transform, batched MatMul, MatMul output transform),
-# both on onnxruntime CPU, 2 threads, median of 5 after a warm-up. usage: python winograd_probe.py
+# Probe (not part of the toolkit), 2026-11-22.
+# Question: can Winograd F(2x2,3x3) written as plain ONNX ops beat onnxruntime's direct Conv on
+#   VGG16's layer shapes (a way past fcn-bench --ceiling's direct-convolution floor)?
+# Answer: no on 3 of 4 shapes (0.24x-1.44x; batched MatMul at ~53 GMAC/s vs the Conv's ~84).
+#   Output: winograd_probe.out.
+# usage: python winograd_probe.py
 import numpy as np, onnx, onnxruntime as ort, time, sys
 from onnx import helper as h, TensorProto as T, numpy_helper as nh
 BT=np.array([[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]],np.float32)
