@@ -3,7 +3,7 @@
 ``import fcn_deploy`` imports only numpy (and Pillow on use): no torch, onnxruntime or
 tensorrt. Backends import their libraries lazily, inside their own modules.
 
-The design card's folders are subpackages: ``fcn_deploy.training`` (training/),
+The repository's top-level folders are subpackages: ``fcn_deploy.training`` (training/),
 ``fcn_deploy.export`` (export/) and ``fcn_deploy.benchmarks`` (benchmarks/); those import
 torch, the runtime modules here never do.
 """

@@ -9,7 +9,7 @@ class FcnError(Exception):
 
 
 def unknown_name(kind: str, name: str, valid) -> FcnError:
-    """Registry error that lists the valid names (convention 4)."""
+    """Registry error that lists the valid names (as timm and torchvision do)."""
     return FcnError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
 
 
