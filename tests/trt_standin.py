@@ -713,7 +713,7 @@ class StandinCuda(types.ModuleType):
         self._tls = threading.local()
         self._next = 0x10000
         self._mem: Dict[int, bytearray] = {}
-        self._streams: Dict[int, object] = {}
+        self._streams = weakref.WeakValueDictionary()  # handle -> live Stream
         self.released: List[tuple] = []  # (what, context current at release?)
         self.detached = 0
         self.retained = 0
@@ -971,5 +971,5 @@ def install(monkeypatch, version="10.13.0.35", **kw):
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "pycuda", pkg)
     monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
-    monkeypatch.setattr(trt_backend, "_LOGGER", None)  # a fresh process for each test
+    monkeypatch.setattr(trt_backend, "_LOGGER", None, raising=False)  # a fresh process for each test
     return trt, cuda

@@ -177,9 +177,18 @@ class OrtRunner(OnnxFileRunner):
         self.path = Path(path)
         if not self.path.is_file():
             raise FcnError(f"{self.path}: no such file")
+        input_name = "input"
+        if trt_profile is not None:
+            # The TensorRT EP's trt_profile_*_shapes name the model's real input.
+            from fcn_deploy.onnx_info import read_onnx_header
+
+            header = read_onnx_header(self.path)
+            if len(header.inputs) != 1:
+                raise FcnError(f"{self.path}: a TensorRT EP profile needs a model with one input, this one has {len(header.inputs)}")
+            input_name = header.inputs[0].name
         chosen = resolve_providers(
             providers, ort.get_available_providers(), device_id=device_id, trt_fp16=trt_fp16,
-            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile,
+            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile, input_name=input_name,
         )
         for name, opts in chosen:
             if name == "TensorrtExecutionProvider":
