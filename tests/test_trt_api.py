@@ -9,7 +9,8 @@ import pytest
 import trt_api
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODULES = ["fcn_deploy/backends/tensorrt.py", "fcn_deploy/backends/cuda_buffers.py", "fcn_deploy/build.py"]
+GPU_MODULES = ["fcn_deploy/backends/tensorrt.py", "fcn_deploy/backends/cuda_buffers.py", "fcn_deploy/build.py",
+               "benchmarks/gpu_check.py"]
 
 
 def test_gpu_code_uses_only_real_api_names():

@@ -8,8 +8,9 @@ always appended as the fallback. What onnxruntime actually uses is logged and ke
 The GPU providers' options follow onnxruntime's documented names (``trt_fp16_enable``,
 ``trt_engine_cache_enable``, ``trt_engine_cache_path``, ``trt_timing_cache_enable``,
 ``trt_timing_cache_path``, ``trt_profile_{min,opt,max}_shapes``, ``device_id``); the GPU paths
-are unverified on hardware (this project's machines have no NVIDIA GPU). Provider selection
-itself is the plain function :func:`resolve_providers`, tested on CPU.
+are unverified on hardware (see README, "GPU status"). The profile shapes name the model's own
+input (read from the ONNX header), not a fixed "input". Provider selection itself is the plain
+function :func:`resolve_providers`, tested on CPU.
 
 ``session.run`` is thread-safe, so one runner may serve several threads.
 """
