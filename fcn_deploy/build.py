@@ -262,6 +262,8 @@ def build_engine(trt, cfg: BuildConfig, input_name: str, plan: PrecisionPlan, *,
         # TensorRT 11: always strongly typed, the flag deprecated and ignored.
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # trt-api: 10
     network = builder.create_network(flags)
+    if network is None:
+        raise FcnError("TensorRT could not create a network definition (see its log above)")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(cfg.onnx)):
         n = parser.num_errors
@@ -273,6 +275,8 @@ def build_engine(trt, cfg: BuildConfig, input_name: str, plan: PrecisionPlan, *,
         raise FcnError(f"TensorRT sees inputs {names}; expected just {input_name!r}")
 
     config = builder.create_builder_config()
+    if config is None:
+        raise FcnError("TensorRT could not create a builder config (see its log above)")
     if cfg.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_mb) << 20)
     if plan.fp16_flag:
@@ -282,6 +286,8 @@ def build_engine(trt, cfg: BuildConfig, input_name: str, plan: PrecisionPlan, *,
     if cfg.hardware_compat != "none":
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
     profile = builder.create_optimization_profile()
+    if profile is None:
+        raise FcnError("TensorRT could not create an optimization profile (see its log above)")
     profile.set_shape(input_name, cfg.profile.min, cfg.profile.opt, cfg.profile.max)
     if config.add_optimization_profile(profile) < 0:
         raise FcnError(f"TensorRT rejected the optimization profile ({cfg.profile.describe()})")

@@ -55,7 +55,9 @@ def test_segment_end_to_end_on_the_standin(monkeypatch, tiny, tmp_path, version)
     # close(): everything released with the context current, the context popped and detached
     assert cuda.current() is None and cuda.detached == cuda.retained == 1
     assert cuda.released and all(current for _, current in cuda.released)
-    assert {w for w, _ in cuda.released} == {"stream", "event"}
+    # TensorRT objects in dependency order, then the device's events and stream
+    assert [w for w, _ in cuda.released] == ["context", "engine", "runtime"] + ["event"] * 4 + ["stream"]
+    assert trt.order_violations == []
     assert not cuda._mem, "device memory left allocated after close()"
     assert trt.ignored_loggers == [] and trt.warnings == []
 
@@ -111,8 +113,8 @@ def test_3_constructor_errors_release_everything(monkeypatch, tiny, tmp_path, fa
 
     gc.collect()
     assert cuda.current() is None and cuda.detached == cuda.retained == 1
-    assert sorted(w for w, _ in cuda.released) == ["event"] * 4 + ["stream"]
-    assert all(current for _, current in cuda.released)
+    assert [w for w, _ in cuda.released if w in ("event", "stream")] == ["event"] * 4 + ["stream"]
+    assert all(current for _, current in cuda.released) and trt.order_violations == []
 
 
 def test_4_no_strongly_typed_flag_on_trt11(monkeypatch, tiny, tmp_path):
@@ -124,7 +126,9 @@ def test_4_no_strongly_typed_flag_on_trt11(monkeypatch, tiny, tmp_path):
 
 
 @pytest.mark.parametrize("failure, words", [("infer_shapes", "cannot infer shapes"),
-                                            ("set_tensor_address", "refused the device address")])
+                                            ("set_tensor_address", "refused the device address"),
+                                            ("set_input_shape", "refused input shape"),
+                                            ("execute_async_v3", "execute_async_v3 failed")])
 def test_5_infer_shapes_and_set_tensor_address_are_checked(monkeypatch, tiny, tmp_path, failure, words):
     """Before: neither result was looked at (execution ran on unset shapes / unbound tensors)."""
     trt, _, plan = _build(monkeypatch, tiny, tmp_path)
@@ -132,7 +136,21 @@ def test_5_infer_shapes_and_set_tensor_address_are_checked(monkeypatch, tiny, tm
         trt.fail.add(failure)
         with pytest.raises(FcnError, match=words):
             seg.segment(random_image(20, 20))
-        assert ("execute_async_v3",) not in trt.calls
+        if failure != "execute_async_v3":
+            assert ("execute_async_v3",) not in trt.calls
+
+
+@pytest.mark.parametrize("failure", ["create_network", "create_builder_config", "create_optimization_profile",
+                                     "add_optimization_profile", "build_serialized_network"])
+def test_builder_failure_returns_are_one_line_and_write_nothing(monkeypatch, tiny, tmp_path, capsys, failure):
+    onnx, *_ = tiny
+    trt, _ = trt_standin.install(monkeypatch)
+    trt.fail.add(failure)
+    plan = tmp_path / "m.plan"
+    assert build_main([str(onnx), str(plan), *SHAPES]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: TensorRT")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_6_one_logger_per_process(monkeypatch, tiny, tmp_path):

@@ -383,6 +383,8 @@ class Builder(Strict):
         known = sum(1 << m.value for m in trt.NetworkDefinitionCreationFlag)
         if flags & ~known:
             raise Violation(f"create_network: unknown flag bits {flags:#x}")
+        if "create_network" in trt.fail:
+            return None
         st = 1 << trt._STRONGLY_TYPED_BIT
         if trt.major >= 11 and flags & st:
             trt.warnings.append("NetworkDefinitionCreationFlag.STRONGLY_TYPED is deprecated and ignored")
@@ -390,10 +392,14 @@ class Builder(Strict):
         return trt.network
 
     def create_builder_config(self):
+        if "create_builder_config" in self._trt.fail:
+            return None
         self._trt.config = IBuilderConfig(self._trt)
         return self._trt.config
 
     def create_optimization_profile(self):
+        if "create_optimization_profile" in self._trt.fail:
+            return None
         return IOptimizationProfile(self._trt)
 
     def build_serialized_network(self, network, config):
@@ -434,7 +440,9 @@ class Runtime(Strict):
         need(logger, Logger, "Runtime(logger)")
         trt._logger_used(logger)
         self._host_code = False
-        trt.runtimes.append(self)
+        self._engines = weakref.WeakSet()
+        trt.runtimes += 1
+        weakref.finalize(self, _released, trt, "runtime", self._engines)
 
     @property
     def engine_host_code_allowed(self):
@@ -459,7 +467,9 @@ class Runtime(Strict):
             return None
         if h["cc"] and h["hardware_compat"] == "NONE" and h["cc"] != trt.cuda.cc:
             return None
-        return ICudaEngine(trt, h, onnx_bytes)
+        engine = ICudaEngine(trt, h, onnx_bytes)
+        self._engines.add(engine)
+        return engine
 
 
 class ICudaEngine(Strict):
@@ -472,7 +482,9 @@ class ICudaEngine(Strict):
         self._io = [(n, True, d, s) for n, d, s in header["inputs"]] + [(n, False, d, s) for n, d, s in header["outputs"]]
         self._io += [(n, False, d, s) for n, d, s in trt.extra_outputs]
         self._session = None
-        trt.engines.append(self)
+        self._contexts = weakref.WeakSet()
+        trt.engines += 1
+        weakref.finalize(self, _released, trt, "engine", self._contexts)
 
     @property
     def num_io_tensors(self):
@@ -513,7 +525,9 @@ class ICudaEngine(Strict):
         self._trt.cuda.require_context("create_execution_context")
         if "create_execution_context" in self._trt.fail:
             return None
-        return IExecutionContext(self._trt, self)
+        ctx = IExecutionContext(self._trt, self)
+        self._contexts.add(ctx)
+        return ctx
 
     def _run(self, feeds):
         """The honest engine: the plan's ONNX run by onnxruntime on the CPU."""
@@ -536,7 +550,8 @@ class IExecutionContext(Strict):
         self._engine = engine
         self._shapes = {}
         self._addr = {}
-        trt.contexts.append(self)
+        trt.contexts += 1
+        weakref.finalize(self, _released, trt, "context", None)
 
     def set_input_shape(self, name, shape):
         dims = need_shape(shape, "set_input_shape")
@@ -616,6 +631,14 @@ class IExecutionContext(Strict):
         return True
 
 
+def _released(trt, what, dependents):
+    """Finalizer: TensorRT objects go with a CUDA context current, each after what it made
+    (contexts before their engine, engines before their runtime)."""
+    if dependents is not None and len(dependents):
+        trt.order_violations.append(f"{what} released while {len(dependents)} object(s) made from it are alive")
+    trt.cuda.released.append((what, trt.cuda.current() is not None))
+
+
 def trt_api_numpy(name):
     return {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
             "UINT8": "uint8", "BOOL": "bool"}[name]
@@ -640,7 +663,8 @@ class StandinTRT(types.ModuleType):
         self.fail: Set[str] = set()
         self.parse_errors = list(parse_errors)
         self.extra_outputs = list(extra_outputs)
-        self.loggers, self.runtimes, self.engines, self.contexts, self.calls, self.warnings = [], [], [], [], [], []
+        self.loggers, self.calls, self.warnings, self.order_violations = [], [], [], []
+        self.runtimes = self.engines = self.contexts = 0
         self.first_logger = None
         self.ignored_loggers = []
         values10 = trt_api.manifest()["tensorrt"]["10"]["classes"]
@@ -696,7 +720,7 @@ class StandinTRT(types.ModuleType):
             self.ignored_loggers.append(logger)  # TensorRT keeps the first logger and ignores this one
 
 
-STANDIN_STATE = {"cuda", "cuda_cc", "fail", "parse_errors", "extra_outputs", "loggers", "runtimes", "engines",
+STANDIN_STATE = {"cuda", "cuda_cc", "fail", "parse_errors", "extra_outputs", "loggers", "runtimes", "engines", "order_violations",
                  "contexts", "calls", "warnings", "first_logger", "ignored_loggers", "major", "builder", "network", "config"}
 
 
