@@ -23,7 +23,9 @@ def test_gpu_code_uses_only_real_api_names():
                  ("tensorrt.Runtime", "engine_host_code_allowed"), ("tensorrt.IBuilderConfig", "create_timing_cache"),
                  ("tensorrt.Builder", "build_serialized_network"), ("tensorrt.OnnxParser", "parse_from_file"),
                  ("tensorrt.BuilderFlag", "VERSION_COMPATIBLE"), ("pycuda.driver", "memcpy_htod_async"),
-                 ("pycuda.driver.Device", "retain_primary_context"), ("pycuda.driver.Context", "pop")]:
+                 ("pycuda.driver.Device", "retain_primary_context"), ("pycuda.driver.Context", "pop"),
+                 ("pycuda.driver.Event", "record"), ("pycuda.driver.Event", "time_since"),
+                 ("pycuda.driver.Stream", "synchronize"), ("pycuda.driver", "memcpy_dtod_async")]:
         assert pair in report.checked, pair
 
 

@@ -146,13 +146,19 @@ class _Checker(ast.NodeVisitor):
         return None
 
     def type_of(self, node) -> Optional[Type]:
+        if isinstance(node, ast.ListComp):  # [cuda.Event() for _ in range(4)]: a list of Event
+            t = self.type_of(node.elt)
+            return ("list", t) if t else None
+        if isinstance(node, ast.Subscript):  # events[i]
+            t = self.type_of(node.value)
+            return t[1] if t and t[0] == "list" else None
         if isinstance(node, ast.Name):
             return self.lookup(node.id)
         if isinstance(node, ast.Attribute):
             if isinstance(node.value, ast.Name) and node.value.id == "self":
                 return self.self_attrs.get(node.attr)
             base = self.type_of(node.value)
-            if base is None:
+            if base is None or base[0] == "list":
                 return None
             lib, cls = base
             r = self.api(lib).returns(cls, node.attr)
@@ -165,7 +171,7 @@ class _Checker(ast.NodeVisitor):
                 return self.module_funcs[f.id]
             if isinstance(f, ast.Attribute):
                 base = self.type_of(f.value)
-                if base is None:
+                if base is None or base[0] == "list":
                     return None
                 lib, cls = base
                 if cls is None and f.attr in self.api(lib).classes:
@@ -187,7 +193,7 @@ class _Checker(ast.NodeVisitor):
         if isinstance(node.value, ast.Name) and node.value.id == "self":
             return
         base = self.type_of(node.value)
-        if base is None:
+        if base is None or base[0] == "list":
             return
         lib, cls = base
         for api in self.versions(lib, node.lineno):
