@@ -33,11 +33,20 @@ test: venv
 test-slow: venv
 	FCN_DEPLOY_SLOW=1 $(PYTHON) -m pytest -q -m slow $(PYTEST_ARGS)
 
-gpu-check: venv
-	$(PYTHON) benchmarks/gpu_check.py
+# On a fresh NVIDIA machine (driver, CUDA toolkit for pycuda's build): its own venv with the
+# `gpu` extra only (onnxruntime-gpu, never beside the CPU onnxruntime), then one line per check.
+GPU_VENV ?= .venv-gpu
+GPU_CHECK_ARGS ?=
+$(GPU_VENV)/.installed: pyproject.toml Makefile
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q --disable-pip-version-check -e ".[gpu]"
+	touch $@
+
+gpu-check: $(GPU_VENV)/.installed
+	$(GPU_VENV)/bin/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(GPU_VENV) $(DEMO_OUT) .pytest_cache *.egg-info
 
 # Regenerate the recorded reports in benchmarks/results/ (hours for all steps; see the script's header):
 # make results STEPS="latency-r18 ceilings" CAMVID=../shared/data/camvid

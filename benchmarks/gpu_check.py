@@ -1,19 +1,33 @@
 """GPU acceptance in one command: ``make gpu-check`` (``python benchmarks/gpu_check.py``).
 
-On a machine with an NVIDIA GPU, CUDA, TensorRT >= 10 and pycuda, for one trained checkpoint:
+``make gpu-check`` makes its own virtual environment (``.venv-gpu``) with the ``gpu`` extra:
+onnxruntime-gpu (never beside the CPU ``onnxruntime``), TensorRT and pycuda, which builds from
+source against the CUDA toolkit (``nvcc`` and ``cuda.h`` must be on the machine), plus torch.
+Then, on a machine with an NVIDIA GPU, it prints one ``[PASS]`` / ``[FAIL]`` / ``[NOT RUN]``
+line per check:
 
-1. export fp16 and int8 (QDQ, calibrated on the dataset's train images) ONNX files;
-2. build a TensorRT engine from each with ``fcn-build`` (fcn_deploy.build);
-3. score each engine and the PyTorch source (CUDA) on real images of the split: pixel-label
-   agreement and mean IU difference against thresholds (:class:`Thresholds`);
-4. time each engine against PyTorch CUDA eager fp32 in one interleaved ``fcn-bench --compare``;
+0. the environment: a GPU that pycuda sees, TensorRT, onnxruntime-gpu's GPU providers without
+   the CPU onnxruntime beside it, CUDA-enabled torch;
+1. pycuda buffers: a host -> device -> host round trip on a stream, timed with CUDA events;
+2. a checkpoint: ``--checkpoint`` or, when none is given and ``demo_out/model.pt`` is absent, a
+   small synthetic ResNet-18 FCN-8s trained here (the ``make demo`` recipe; no data set needed);
+3. per precision (fp16, int8 QDQ): export (with its PyTorch parity check), ``fcn-build``, and
+   the engine scored against the PyTorch source (CUDA) on the validation images: pixel-label
+   agreement and mean IU difference against :class:`Thresholds`;
+4. onnxruntime's TensorRT EP runs the fp16 ONNX (the pinned onnxruntime-gpu / TensorRT pair
+   works together);
+5. each engine timed against PyTorch CUDA eager fp32 in one interleaved ``fcn-bench --compare``
+   (without TensorRT, PyTorch CUDA alone is timed);
+6. the whole run finished within :data:`BUDGET_S` (8 minutes).
 
-and print PASS/FAIL per check with what was measured and what was expected. Exit 0 when every
-check passes, 1 when one fails, 2 when the check cannot run (no GPU, bad arguments).
+A check whose prerequisite is missing is NOT RUN with the reason, and the later checks still
+run where they can (without TensorRT the PyTorch CUDA, pycuda-buffer and timing parts do).
+Exit 0 when every check passes, 1 when one fails, 2 when nothing could run (no GPU, bad
+arguments).
 
-Unverified on hardware: this project's machines have no GPU. Everything here except the
-TensorRT/CUDA calls it makes through the runtime is plain code, covered by CPU tests that run
-the same pipeline with onnxruntime standing in for TensorRT.
+Unverified on hardware (see README, "GPU status"): it has never run on a GPU. Everything here
+except the TensorRT/CUDA calls it makes through the runtime is plain code, covered by CPU tests
+that run the same pipeline with onnxruntime standing in for TensorRT.
 """
 
 from __future__ import annotations
@@ -33,13 +47,14 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 from fcn_deploy._util import run_cli  # noqa: E402
-from fcn_deploy.errors import FcnError  # noqa: E402
+from fcn_deploy.errors import FcnError, first_line  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path("demo_out") / "model.pt"
 DEFAULT_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 PRECISIONS = ("fp16", "int8")
+BUDGET_S = 8 * 60
 
 
 @dataclass(frozen=True)
@@ -64,10 +79,21 @@ class Check:
     measured: str
     expected: str
     detail: str = ""
+    not_run: bool = False  # a prerequisite was missing: neither PASS nor FAIL
+
+    @property
+    def status(self) -> str:
+        return "NOT RUN" if self.not_run else ("PASS" if self.passed else "FAIL")
 
     def line(self) -> str:
-        s = f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.measured} (expected {self.expected})"
+        if self.not_run:
+            return f"[NOT RUN] {self.name}: {self.measured}"
+        s = f"[{self.status}] {self.name}: {self.measured} (expected {self.expected})"
         return s + (f" -- {self.detail}" if self.detail else "")
+
+
+def not_run(name: str, why: str) -> Check:
+    return Check(name, False, why, "", not_run=True)
 
 
 @dataclass(frozen=True)
@@ -108,8 +134,8 @@ def no_gpu_message(reason: str) -> str:
         "gpu-check: NOT RUN -- this machine has no usable NVIDIA GPU + TensorRT: " + reason + ".\n"
         "It builds fp16 and int8 TensorRT engines from the exported ONNX, checks them against the PyTorch "
         "model on real images (pixel-label agreement, mean IU difference) and times them against PyTorch "
-        "CUDA eager. Run it on a machine with an NVIDIA GPU, its driver, CUDA and "
-        "`pip install 'fcn-deploy[gpu]'` (tensorrt >= 10, pycuda, onnxruntime-gpu) plus a CUDA build of torch. "
+        "CUDA eager. Run `make gpu-check` on a machine with an NVIDIA GPU, its driver and the CUDA toolkit "
+        "(it installs the `gpu` extra into .venv-gpu: TensorRT, pycuda built from source, onnxruntime-gpu, torch). "
         "Nothing was checked."
     )
 
@@ -165,9 +191,12 @@ def speed_checks(report: dict, engine_labels: Sequence[str], thresholds: Thresho
 
 def format_checks(checks: Sequence[Check]) -> str:
     lines = [c.line() for c in checks]
-    failed = sum(not c.passed for c in checks)
+    ran = [c for c in checks if not c.not_run]
+    failed = sum(not c.passed for c in ran)
+    skipped = len(checks) - len(ran)
     lines.append("")
-    lines.append(f"gpu-check: {len(checks) - failed}/{len(checks)} checks passed" + (" -- FAILED" if failed else " -- PASS"))
+    lines.append(f"gpu-check: {len(ran) - failed}/{len(ran)} checks passed" + (f", {skipped} not run" if skipped else "")
+                 + (" -- FAILED" if failed else (" -- PASS" if ran else " -- NOT RUN")))
     return "\n".join(lines)
 
 
@@ -270,7 +299,8 @@ def run_gpu_check(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="trained checkpoint (default: %(default)s, from `make demo`)")
+    p.add_argument("--checkpoint", help=f"trained checkpoint (default: {DEFAULT_CHECKPOINT} from `make demo` when present, "
+                                         "else a small synthetic one trained here)")
     p.add_argument("--data", help=f"labelled images (default: {DEFAULT_CAMVID} when present)")
     p.add_argument("--format", dest="fmt", default="camvid", choices=("camvid", "voc", "folders"))
     p.add_argument("--split", default="val")
@@ -281,24 +311,208 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# -- environment, buffers, checkpoint, onnxruntime EP (the checks around the pipeline) ------------
+
+def environment_checks() -> Tuple[List[Check], dict]:
+    """One check per prerequisite; ``have`` says which are usable."""
+    import importlib.metadata as md
+
+    checks, have = [], {}
+    try:
+        from fcn_deploy.backends.cuda_buffers import gpu_identity
+
+        name, cc = gpu_identity(0)
+        checks.append(Check("an NVIDIA GPU that pycuda sees", True, f"{name} (sm_{cc.replace('.', '')})", "a GPU"))
+        have["gpu"] = True
+    except Exception as e:
+        checks.append(Check("an NVIDIA GPU that pycuda sees", False, f"error: {first_line(e)}", "a GPU"))
+        have["gpu"] = False
+    try:
+        import tensorrt as trt
+
+        checks.append(Check("TensorRT imports", True, f"TensorRT {trt.__version__}", "tensorrt >= 10"))
+        have["trt"] = True
+    except Exception as e:
+        checks.append(Check("TensorRT imports", False, f"error: {first_line(e)}", "tensorrt >= 10"))
+        have["trt"] = False
+    dists = {d.metadata["Name"].lower() for d in md.distributions() if d.metadata["Name"]}
+    try:
+        import onnxruntime as ort
+
+        preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21: CUDA/cuDNN from the nvidia-* wheels
+        if preload is not None:
+            preload()
+        prov = ort.get_available_providers()
+        gpu_prov = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in prov]
+        clash = "onnxruntime" in dists and "onnxruntime-gpu" in dists
+        checks.append(Check("onnxruntime-gpu offers the TensorRT and CUDA EPs", len(gpu_prov) == 2 and not clash,
+                            f"onnxruntime {ort.__version__}: {', '.join(prov)}" + ("; the CPU onnxruntime is installed too" if clash else ""),
+                            "TensorrtExecutionProvider and CUDAExecutionProvider, onnxruntime-gpu alone"))
+        have["ort_trt"] = "TensorrtExecutionProvider" in gpu_prov
+    except Exception as e:
+        checks.append(Check("onnxruntime-gpu offers the TensorRT and CUDA EPs", False, f"error: {first_line(e)}", "onnxruntime-gpu"))
+        have["ort_trt"] = False
+    try:
+        import torch
+
+        ok = torch.cuda.is_available()
+        checks.append(Check("torch with CUDA", ok, f"torch {torch.__version__}, CUDA {'available' if ok else 'not available'}",
+                            "torch.cuda.is_available()"))
+        have["torch_cuda"] = ok
+    except Exception as e:
+        checks.append(Check("torch with CUDA", False, f"error: {first_line(e)}", "torch.cuda.is_available()"))
+        have["torch_cuda"] = False
+    return checks, have
+
+
+def buffer_check(nbytes: int = 64 << 20) -> Check:
+    """Host -> device -> host through the runner's own pycuda buffers, timed with its events."""
+    import numpy as np
+
+    from fcn_deploy.backends.cuda_buffers import CudaDevice, HostDeviceBuffer
+
+    name = "pycuda buffers: host -> device -> host round trip"
+    dev = CudaDevice(0)
+    try:
+        count = nbytes // 4
+        with dev.active():
+            a, b = HostDeviceBuffer(np.float32), HostDeviceBuffer(np.float32)
+            try:
+                x = np.random.default_rng(0).standard_normal(count).astype(np.float32)
+                np.copyto(a.ensure((count,)), x)
+                b.ensure((count,))
+                dev.record(0)
+                a.to_device(dev.stream, count)
+                dev.record(1)
+                import pycuda.driver as cuda
+
+                cuda.memcpy_dtod_async(b._device, a._device, nbytes, dev.stream)
+                dev.record(2)
+                b.to_host(dev.stream, count)
+                dev.record(3)
+                dev.synchronize()
+                same = bool(np.array_equal(b.host_view((count,)), x))
+                h2d, d2h = dev.elapsed_ms(0, 1), dev.elapsed_ms(2, 3)
+            finally:
+                a.free()
+                b.free()
+    finally:
+        dev.close()
+    mib = nbytes / 2**20
+    return Check(name, same, f"{mib:.0f} MiB {'identical' if same else 'DIFFERENT'}; h2d {h2d:.2f} ms "
+                 f"({mib / 1024 / (h2d / 1e3):.1f} GiB/s), d2h {d2h:.2f} ms", "the bytes back unchanged")
+
+
+def prepare_checkpoint(out: Path, say) -> Tuple[Path, Path, str]:
+    """A small synthetic ResNet-18 FCN-8s checkpoint and its ``folders`` data set, trained here."""
+    from fcn_deploy.benchmarks.demo import DemoConfig, _synthetic_spec, _train_config, _write_synthetic
+    from fcn_deploy.datasets import SyntheticDataset
+    from fcn_deploy.training.train import train
+
+    data = out / "data"
+    spec = _synthetic_spec(False, 0)
+    for split in ("train", "val"):
+        _write_synthetic(SyntheticDataset(spec, split), data, split)
+    ckpt = out / "model.pt"
+    say(f"== training a synthetic checkpoint {ckpt} ({spec.num_train} images of {spec.height}x{spec.width})")
+    train(_train_config(DemoConfig(out=out, threads=max(1, min(8, os.cpu_count() or 1))), ckpt, spec))
+    return ckpt, data, "folders"
+
+
+def ort_trt_ep_check(onnx: Path, shape: Tuple[int, int, int, int]) -> Check:
+    """onnxruntime's TensorRT EP builds and runs the ONNX (so the pinned pair works together)."""
+    import numpy as np
+
+    from fcn_deploy.backends.ort import OrtRunner
+    from fcn_deploy.shapes import Profile
+
+    name = "onnxruntime TensorRT EP runs the fp16 ONNX"
+    n, c, h, w = shape
+    prof = Profile((1, c, h, w), (n, c, h, w), (n, c, h, w))
+    r = OrtRunner(onnx, providers=["tensorrt"], trt_profile=prof, trt_cache_dir=onnx.parent / "ort_trt_cache")
+    try:
+        x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(np.float32)
+        out = r.infer({r.inputs()[0].name: x})
+        ok = r.device == "TensorrtExecutionProvider" and all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
+        return Check(name, ok, f"session on {', '.join(r.providers)}; outputs finite: {ok}", "TensorrtExecutionProvider first, finite outputs")
+    finally:
+        r.close()
+
+
+def _guard(name: str, fn, *a, **kw) -> Check:
+    try:
+        return fn(*a, **kw)
+    except Exception as e:
+        return Check(name, False, f"error: {first_line(e)}", "no error")
+
+
 def _main(argv) -> int:
+    import time
+
     a = _parser().parse_args(argv)
-    reason = gpu_status()
-    if reason:
-        print(no_gpu_message(reason), file=sys.stderr)
+    t0 = time.perf_counter()
+    checks, have = environment_checks()
+    if not have["gpu"]:
+        for c in checks:
+            print(c.line())
+        for n in ("pycuda buffers", "export, build, accuracy and timing per precision", "onnxruntime TensorRT EP"):
+            print(not_run(n, "no usable NVIDIA GPU").line())
+        print(no_gpu_message(checks[0].measured), file=sys.stderr)
         return 2
-    ckpt = Path(a.checkpoint)
-    if not ckpt.is_file():
-        raise FcnError(f"checkpoint not found: {ckpt} (run `make demo` first, or pass --checkpoint)")
-    data = Path(a.data) if a.data else DEFAULT_CAMVID
-    if not data.is_dir():
+    checks.append(_guard("pycuda buffers: host -> device -> host round trip", buffer_check))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(a.checkpoint) if a.checkpoint else DEFAULT_CHECKPOINT
+    data, fmt = (Path(a.data) if a.data else (DEFAULT_CAMVID if DEFAULT_CAMVID.is_dir() else None)), a.fmt
+    if a.checkpoint and not ckpt.is_file():
+        raise FcnError(f"checkpoint not found: {ckpt}")
+    if not ckpt.is_file() or data is None:
+        try:
+            ckpt, data, fmt = prepare_checkpoint(out / "synthetic", print)
+            checks.append(Check("a checkpoint to check (synthetic, trained here)", True, str(ckpt), "a checkpoint"))
+        except Exception as e:
+            checks.append(Check("a checkpoint to check (synthetic, trained here)", False, f"error: {first_line(e)}", "a checkpoint"))
+            ckpt = None
+    if ckpt is not None and not data.is_dir():
         raise FcnError(f"dataset not found: {data} (pass --data DIR)")
-    cfg = GpuCheckConfig(checkpoint=ckpt, data=data, fmt=a.fmt, split=a.split, out=Path(a.out), limit=a.limit,
-                         iterations=a.iterations, warmup=a.warmup)
-    checks = run_gpu_check(cfg)
+    if ckpt is None or not have["torch_cuda"]:
+        checks.append(not_run("export, build, accuracy and timing per precision",
+                              "no checkpoint" if ckpt is None else "torch has no CUDA (the PyTorch reference runs on the GPU)"))
+    elif not have["trt"]:
+        checks.append(not_run("TensorRT engines (export, fcn-build, accuracy, timing)", "TensorRT is not installed"))
+        checks.append(_guard("PyTorch CUDA eager timing", torch_timing_check, ckpt, data, fmt, a.split, a))
+    else:
+        cfg = GpuCheckConfig(checkpoint=ckpt, data=data, fmt=fmt, split=a.split, out=out, limit=a.limit,
+                             iterations=a.iterations, warmup=a.warmup)
+        checks.extend(run_gpu_check(cfg))
+    fp16 = out / f"{ckpt.stem}-fp16.onnx" if ckpt is not None else None
+    if fp16 is not None and fp16.is_file() and have["ort_trt"]:
+        from fcn_deploy.benchmarks.formats import _shape_of_split
+
+        checks.append(_guard("onnxruntime TensorRT EP runs the fp16 ONNX", ort_trt_ep_check, fp16, _shape_of_split(data, fmt, a.split)))
+    else:
+        checks.append(not_run("onnxruntime TensorRT EP runs the fp16 ONNX",
+                              "no TensorRT EP in onnxruntime" if not have["ort_trt"] else "no fp16 ONNX was exported"))
+    took = time.perf_counter() - t0
+    checks.append(Check("gpu-check finished in time", took <= BUDGET_S, f"{took:.0f} s", f"<= {BUDGET_S} s"))
     print()
     print(format_checks(checks))
-    return 0 if checks and all(c.passed for c in checks) else 1
+    return 0 if all(c.passed for c in checks if not c.not_run) else 1
+
+
+def torch_timing_check(ckpt: Path, data: Path, fmt: str, split: str, a) -> Check:
+    from fcn_deploy.benchmarks.bench import BenchConfig, run_benchmark
+    from fcn_deploy.benchmarks.formats import _shape_of_split
+    from fcn_deploy.benchmarks.targets import TargetSpec
+
+    shape = _shape_of_split(data, fmt, split)
+    rep = run_benchmark([TargetSpec("torch-cuda", str(ckpt), f"torch-cuda:{ckpt.name}")],
+                        BenchConfig(shapes=(shape,), warmup=a.warmup, iterations=a.iterations))
+    row = rep["results"][0]
+    if row["latency_ms"] is None:
+        return Check("PyTorch CUDA eager timing", False, f"error: {row.get('error')}", "a measurement")
+    return Check("PyTorch CUDA eager timing", True, f"median {row['latency_ms']['median']:.2f} ms at {'x'.join(map(str, shape))}",
+                 "a measurement")
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,12 @@ Everything before the TensorRT calls (arguments, shapes, min <= opt <= max, the 
 against the ONNX input, metadata, the precision decision, the sidecar) is plain code tested
 on CPU. The TensorRT sequence itself (Builder -> create_network -> OnnxParser.parse_from_file
 -> builder config: workspace pool limit, one optimization profile, timing cache, flags ->
-build_serialized_network) is unverified on hardware: this project's machines have no GPU.
+build_serialized_network) is unverified on hardware (see README, "GPU status"); on the CPU it
+runs against strict stand-ins built from the real bindings' names (tests/trt_standin.py) and
+every ``trt.*`` name is checked against TensorRT 10.x and 11.x (tests/test_trt_api.py).
+
+TensorRT 11 networks are always strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+is deprecated and ignored there), so the flag is passed on 10.x only.
 """
 
 from __future__ import annotations
@@ -193,28 +198,32 @@ def format_parser_error(err) -> str:
     return f"{' '.join(where) or 'model'}: {desc}{code_s}"
 
 
-def gpu_name() -> str:
-    """The first GPU's name (pycuda, else nvidia-smi), or "unknown"."""
+def gpu_identity() -> Tuple[str, str]:
+    """(name, compute capability "8.6") of the first GPU, through pycuda, else nvidia-smi; "unknown"/"" when neither can tell."""
     try:
-        import pycuda.driver as cuda
+        from fcn_deploy.backends.cuda_buffers import gpu_identity as _pycuda_identity
 
-        cuda.init()
-        return str(cuda.Device(0).name())
-    except Exception:
+        return _pycuda_identity(0)
+    except FcnError:
         pass
     exe = shutil.which("nvidia-smi")
     if exe:
         try:
-            out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
             if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip().splitlines()[0]
-        except Exception:
+                name, _, cc = out.stdout.strip().splitlines()[0].rpartition(",")
+                return (name.strip() or "unknown"), cc.strip()
+        except (OSError, subprocess.SubprocessError):
             pass
-    return "unknown"
+    return "unknown", ""
+
+
+def gpu_name() -> str:
+    return gpu_identity()[0]
 
 
 def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: PrecisionPlan, *, trt_version: str,
-                 gpu: str, build_seconds: float, onnx_sha256: str, plan_sha256: str) -> PlanSidecar:
+                 gpu: str, build_seconds: float, onnx_sha256: str, plan_sha256: str, compute_capability: str = "") -> PlanSidecar:
     return PlanSidecar(
         info=info,
         input_name=header.inputs[0].name,
@@ -223,6 +232,7 @@ def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: Pr
         precision=plan.precision,
         tensorrt_version=trt_version,
         gpu=gpu,
+        compute_capability=compute_capability,
         build_time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         build_seconds=round(float(build_seconds), 3),
         onnx_file=cfg.onnx.name,
@@ -243,14 +253,17 @@ def build_engine(trt, cfg: BuildConfig, input_name: str, plan: PrecisionPlan, *,
     """The TensorRT calls. Returns (serialized plan, serialized timing cache or None).
 
     Unverified on hardware (no NVIDIA GPU on this project's machines)."""
-    logger = trt.Logger(trt.Logger.VERBOSE if cfg.verbose else trt.Logger.WARNING)
+    from fcn_deploy.backends.tensorrt import parse_version, shared_logger
+
+    logger = shared_logger(trt, verbose=cfg.verbose)
     builder = trt.Builder(logger)
     flags = 0
-    if plan.strongly_typed:
-        st = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if st is not None:
-            flags |= 1 << int(st)
+    if plan.strongly_typed and parse_version(trt.__version__) < (11, 0, 0):
+        # TensorRT 11: always strongly typed, the flag deprecated and ignored.
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # trt-api: 10
     network = builder.create_network(flags)
+    if network is None:
+        raise FcnError("TensorRT could not create a network definition (see its log above)")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(cfg.onnx)):
         n = parser.num_errors
@@ -262,26 +275,31 @@ def build_engine(trt, cfg: BuildConfig, input_name: str, plan: PrecisionPlan, *,
         raise FcnError(f"TensorRT sees inputs {names}; expected just {input_name!r}")
 
     config = builder.create_builder_config()
+    if config is None:
+        raise FcnError("TensorRT could not create a builder config (see its log above)")
     if cfg.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_mb) << 20)
     if plan.fp16_flag:
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # trt-api: 10 (precision_plan refuses --fp16 on 11)
     if cfg.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if cfg.hardware_compat != "none":
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[cfg.hardware_compat])
     profile = builder.create_optimization_profile()
+    if profile is None:
+        raise FcnError("TensorRT could not create an optimization profile (see its log above)")
     profile.set_shape(input_name, cfg.profile.min, cfg.profile.opt, cfg.profile.max)
     if config.add_optimization_profile(profile) < 0:
         raise FcnError(f"TensorRT rejected the optimization profile ({cfg.profile.describe()})")
     cache = None
     if cfg.timing_cache is not None:
         old = cfg.timing_cache.read_bytes() if cfg.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(old)
-        if not config.set_timing_cache(cache, False):
-            log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cfg.timing_cache)
+        cache = config.create_timing_cache(old)  # None when the blob is corrupt
+        if cache is None or not config.set_timing_cache(cache, False):
+            log.warning("timing cache %s is unreadable or does not match this TensorRT/GPU; starting a new one", cfg.timing_cache)
             cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, True)
+            if cache is None or not config.set_timing_cache(cache, True):
+                raise FcnError("TensorRT could not create an empty timing cache (out of memory?)")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise FcnError(
@@ -309,9 +327,10 @@ def _main(argv=None) -> int:
     t0 = time.perf_counter()
     engine, cache_bytes = build_engine(trt, cfg, header.inputs[0].name, plan)
     seconds = time.perf_counter() - t0
-    gpu = gpu_name()
+    gpu, cc = gpu_identity()
     sc = make_sidecar(cfg, header, info, plan, trt_version=version, gpu=gpu, build_seconds=seconds,
-                      onnx_sha256=sha256_file(cfg.onnx), plan_sha256=hashlib.sha256(engine).hexdigest())
+                      onnx_sha256=sha256_file(cfg.onnx), plan_sha256=hashlib.sha256(engine).hexdigest(),
+                      compute_capability=cc)
     # Both files or neither: the sidecar is renamed first, then the plan (its hash ties them).
     with atomic_path(cfg.plan) as tmp_plan, atomic_path(sidecar_path(cfg.plan)) as tmp_side:
         tmp_plan.write_bytes(engine)
@@ -319,7 +338,8 @@ def _main(argv=None) -> int:
     if cache_bytes is not None:
         atomic_write_bytes(cfg.timing_cache, cache_bytes)
         print(f"timing cache: {cfg.timing_cache} ({len(cache_bytes) / 1024:.0f} KiB)")
-    print(f"built {cfg.plan} ({len(engine) / 2**20:.1f} MiB) in {seconds:.1f} s with TensorRT {version} on {gpu}; "
+    sm = " (sm_" + cc.replace(".", "") + ")" if cc else ""
+    print(f"built {cfg.plan} ({len(engine) / 2**20:.1f} MiB) in {seconds:.1f} s with TensorRT {version} on {gpu}{sm}; "
           f"precision {plan.precision}; sidecar {sidecar_path(cfg.plan)}")
     return 0
 

@@ -13,10 +13,15 @@ full file name plus ``.json``)::
       "precision": "fp16",              # from the ONNX (or "fp16 (builder flag)" on TRT 10.0-10.11)
       "builder": {"strongly_typed": true, "fp16_flag": false, "version_compatible": false,
                   "hardware_compat": "none", "workspace_mb": 1024, "timing_cache": "..."},
-      "tensorrt_version": "10.3.0", "gpu": "NVIDIA Orin", "build_time": "2025-...Z",
+      "tensorrt_version": "10.3.0", "gpu": "NVIDIA Orin", "compute_capability": "8.7",
+      "build_time": "2025-...Z",
       "build_seconds": 41.2, "onnx_file": "fcn8s.onnx", "onnx_sha256": "...",
       "plan_sha256": "..."
     }
+
+``compute_capability`` (absent in sidecars written before it was recorded: then only the
+TensorRT version is checked) lets the runtime refuse a plan built for another GPU architecture
+with one line, before TensorRT tries to deserialize it.
 
 The runtime refuses a plan without its sidecar (never a silent default for class count or
 normalization) and a sidecar whose ``plan_sha256`` does not match the plan beside it.
@@ -52,6 +57,7 @@ class PlanSidecar:
     precision: str
     tensorrt_version: str
     gpu: str = "unknown"
+    compute_capability: str = ""
     build_time: str = ""
     build_seconds: float = 0.0
     onnx_file: str = ""
@@ -71,6 +77,7 @@ class PlanSidecar:
             "builder": dict(self.builder),
             "tensorrt_version": self.tensorrt_version,
             "gpu": self.gpu,
+            "compute_capability": self.compute_capability,
             "build_time": self.build_time,
             "build_seconds": self.build_seconds,
             "onnx_file": self.onnx_file,
@@ -112,6 +119,7 @@ class PlanSidecar:
                 precision=str(d["precision"]),
                 tensorrt_version=str(d["tensorrt_version"]),
                 gpu=str(d.get("gpu", "unknown")),
+                compute_capability=_cc(d.get("compute_capability", ""), source),
                 build_time=str(d.get("build_time", "")),
                 build_seconds=float(d.get("build_seconds", 0.0)),
                 onnx_file=str(d.get("onnx_file", "")),
@@ -121,6 +129,14 @@ class PlanSidecar:
             )
         except (TypeError, ValueError) as e:
             raise FcnError(f"{source}: malformed sidecar ({e})") from None
+
+
+def _cc(value, source: str) -> str:
+    """"8.6" or "" (unknown); anything else is a malformed sidecar."""
+    text = str(value or "")
+    if text and not (text.count(".") == 1 and all(p.isdigit() for p in text.split("."))):
+        raise FcnError(f"{source}: compute_capability {value!r} is not MAJOR.MINOR")
+    return text
 
 
 def write_sidecar(plan_path, sidecar: PlanSidecar) -> Path:

@@ -1,15 +1,16 @@
 """fcn-build: argument and shape validation, the profile against the ONNX input, metadata,
 the precision decision per TensorRT version, the sidecar, and the builder call sequence
-against a strict stand-in for the ``tensorrt`` module (it raises on calls in the wrong order
-or with wrong arguments, so these tests fail if the sequence is wrong). The real TensorRT
-build is unverified on hardware here (no GPU)."""
+against the strict stand-in of the ``tensorrt`` module (tests/trt_standin.py: names, enum
+types and values from the real bindings; it raises on calls in the wrong order or with wrong
+arguments, so these tests fail if the sequence is wrong). The real TensorRT build is
+unverified on hardware (README, "GPU status")."""
 
 import hashlib
-import json
 import sys
-import types
 
 import pytest
+
+import trt_standin
 
 from fcn_deploy.build import format_parser_error, main, precision_plan
 from fcn_deploy.errors import FcnError
@@ -29,174 +30,15 @@ def onnx_model(tmp_path_factory):
     return d / "tiny.onnx", info
 
 
-# -- a strict fake of the tensorrt module ------------------------------------------------------------
-
-class _Enum:
-    def __init__(self, **members):
-        for k, v in members.items():
-            setattr(self, k, v)
-
-
-class _HostMemory(bytes):
-    """TensorRT's IHostMemory exposes the buffer protocol; a bytes subclass does too."""
-
-
-class FakeTRT(types.ModuleType):
-    """Just enough of TensorRT's builder API, checking order and arguments as TensorRT would."""
-
-    def __init__(self, version="10.8.0.43", *, parse_errors=(), build_ok=True):
-        super().__init__("tensorrt")
-        self.__version__ = version
-        self.calls = []
-        fake = self
-        major = int(version.split(".")[0])
-        self.Logger = type("Logger", (), {"WARNING": "W", "VERBOSE": "V", "__init__": lambda s, sev: fake.calls.append(("Logger", sev))})
-        self.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=5)
-        flags = {"VERSION_COMPATIBLE": "VERSION_COMPATIBLE"}
-        if major < 11:
-            flags["FP16"] = "FP16"
-        self.BuilderFlag = _Enum(**flags)
-        self.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
-        self.HardwareCompatibilityLevel = _Enum(NONE="NONE", AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_CC")
-
-        class Network:
-            def __init__(self, flags):
-                self.flags = flags
-                self.inputs = []
-                self.parsed = False
-
-            @property
-            def num_inputs(self):
-                return len(self.inputs)
-
-            def get_input(self, i):
-                return types.SimpleNamespace(name=self.inputs[i])
-
-        class ParserError:
-            def __init__(self, node, name, op, desc):
-                self._v = (node, name, op, desc)
-
-            def node(self):
-                return self._v[0]
-
-            def node_name(self):
-                return self._v[1]
-
-            def node_operator(self):
-                return self._v[2]
-
-            def desc(self):
-                return self._v[3]
-
-            def code(self):
-                return types.SimpleNamespace(name="UNSUPPORTED_NODE")
-
-        class OnnxParser:
-            def __init__(self, network, logger):
-                assert isinstance(network, Network)
-                self.network = network
-                self.errors = [ParserError(*e) for e in parse_errors]
-
-            def parse_from_file(self, path):
-                fake.calls.append(("parse_from_file", path))
-                assert isinstance(path, str)
-                if self.errors:
-                    return False
-                self.network.inputs = [t.name for t in read_onnx_header(path).inputs]
-                self.network.parsed = True
-                return True
-
-            @property
-            def num_errors(self):
-                return len(self.errors)
-
-            def get_error(self, i):
-                return self.errors[i]
-
-        class OptimizationProfile:
-            def __init__(self):
-                self.shapes = {}
-
-            def set_shape(self, name, mn, opt, mx):
-                for s in (mn, opt, mx):
-                    assert len(s) == 4 and all(isinstance(d, int) and d > 0 for d in s), s
-                assert all(a <= b <= c for a, b, c in zip(mn, opt, mx))
-                self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
-
-        class TimingCache:
-            def __init__(self, data):
-                assert isinstance(data, (bytes, bytearray))
-                self.data = bytes(data)
-
-            def serialize(self):
-                return _HostMemory(b"timing:" + self.data + b"+new")
-
-        class Config:
-            def __init__(self):
-                self.flags, self.pools, self.profiles = set(), {}, []
-                self.hardware_compatibility_level = "NONE"
-                self.cache = None
-
-            def set_memory_pool_limit(self, pool, size):
-                assert pool == "WORKSPACE" and isinstance(size, int)
-                self.pools[pool] = size
-
-            def set_flag(self, flag):
-                self.flags.add(flag)
-
-            def add_optimization_profile(self, profile):
-                assert profile.shapes, "profile added before set_shape"
-                self.profiles.append(profile)
-                return len(self.profiles) - 1
-
-            def create_timing_cache(self, data):
-                return TimingCache(data)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                assert isinstance(cache, TimingCache) and isinstance(ignore_mismatch, bool)
-                self.cache = cache
-                return True
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Builder:
-            def __init__(self, logger):
-                fake.builder = self
-
-            def create_network(self, flags):
-                fake.network = Network(flags)
-                return fake.network
-
-            def create_builder_config(self):
-                fake.config = Config()
-                return fake.config
-
-            def create_optimization_profile(self):
-                return OptimizationProfile()
-
-            def build_serialized_network(self, network, config):
-                fake.calls.append(("build",))
-                assert network.parsed, "build before parse"
-                assert config.profiles, "dynamic input without an optimization profile"
-                for name in network.inputs:
-                    assert name in config.profiles[0].shapes, f"profile lacks input {name}"
-                strongly = bool(network.flags & (1 << 5))
-                assert not (strongly and "FP16" in config.flags), "FP16 flag on a strongly typed network"
-                if not build_ok:
-                    return None
-                return _HostMemory(b"PLAN" + json.dumps(sorted(config.flags)).encode())
-
-        self.OnnxParser = OnnxParser
-        self.Builder = Builder
-
+# -- the strict stand-in of the tensorrt module (tests/trt_standin.py, from the real API manifest) --
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    def install(*a, **kw):
-        fake = FakeTRT(*a, **kw)
-        monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        return fake
+    def install(version="10.13.0.35", *, parse_errors=(), build_ok=True):
+        trt, _cuda = trt_standin.install(monkeypatch, version, parse_errors=parse_errors)
+        if not build_ok:
+            trt.fail.add("build_serialized_network")
+        return trt
 
     return install
 
@@ -215,14 +57,13 @@ def test_build_strongly_typed_with_all_options(onnx_model, tmp_path, fake_trt, c
     rc = main([str(path), str(plan), *SHAPES, "--workspace", "512", "--timing-cache", str(cache),
                "--version-compatible", "--hardware-compat", "ampere+"])
     assert rc == 0
-    assert trt.network.flags == 1 << 5  # STRONGLY_TYPED
-    assert trt.config.flags == {"VERSION_COMPATIBLE"}
-    assert trt.config.pools == {"WORKSPACE": 512 << 20}
-    assert trt.config.hardware_compatibility_level == "AMPERE_PLUS"
-    assert trt.config.profiles[0].shapes == {"input": ((1, 3, 32, 32), (1, 3, 64, 80), (4, 3, 128, 160))}
-    assert [c[0] for c in trt.calls if c[0] != "Logger"] == ["parse_from_file", "build"]
-    assert plan.read_bytes() == b'PLAN["VERSION_COMPATIBLE"]'
-    assert cache.read_bytes() == b"timing:+new"
+    assert trt.network._flags == 1 << 1  # STRONGLY_TYPED is member 1 of NetworkDefinitionCreationFlag
+    assert trt.config.flags == 1 << 13  # BuilderFlag.VERSION_COMPATIBLE
+    assert trt.config._pools == {"WORKSPACE": 512 << 20}
+    assert trt.config.hardware_compatibility_level == trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert trt.config._profiles[0]._shapes == {"input": ((1, 3, 32, 32), (1, 3, 64, 80), (4, 3, 128, 160))}
+    assert plan.read_bytes().startswith(trt_standin.PLAN_MAGIC)
+    assert cache.read_bytes() == trt_standin.CACHE_MAGIC + b"+new"
     sc = read_sidecar(plan)
     assert sc.info == ModelInfo.from_metadata(read_onnx_header(path).metadata) == info
     assert sc.profile.opt == (1, 3, 64, 80) and sc.input_name == "input" and sc.output_names == ("logits",)
@@ -235,7 +76,7 @@ def test_build_strongly_typed_with_all_options(onnx_model, tmp_path, fake_trt, c
     assert "strongly typed" in out and "built" in out and "TensorRT 10.8.0.43" in out and "MiB" in out
     # A second build reuses the saved timing cache.
     assert main([str(path), str(plan), *SHAPES, "--timing-cache", str(cache)]) == 0
-    assert cache.read_bytes() == b"timing:timing:+new+new"
+    assert cache.read_bytes() == trt_standin.CACHE_MAGIC * 2 + b"+new+new"
 
 
 def test_fp16_flag_on_trt10(onnx_model, tmp_path, fake_trt, capsys):
@@ -243,7 +84,7 @@ def test_fp16_flag_on_trt10(onnx_model, tmp_path, fake_trt, capsys):
     trt = fake_trt("10.3.0")
     plan = tmp_path / "m.plan"
     assert main([str(path), str(plan), *SHAPES, "--fp16"]) == 0
-    assert trt.network.flags == 0 and trt.config.flags == {"FP16"}
+    assert trt.network._flags == 0 and trt.config.flags == 1 << 0  # BuilderFlag.FP16 is 0
     sc = read_sidecar(plan)
     assert sc.precision == "fp32+fp16 (builder flag)" and sc.builder["fp16_flag"] is True
     assert "weakly typed with BuilderFlag.FP16" in capsys.readouterr().out

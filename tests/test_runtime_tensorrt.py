@@ -85,8 +85,11 @@ def test_dtype_mapping():
     assert trt_backend.numpy_dtype("INT64") == np.int64
     with pytest.raises(FcnError, match="no numpy equivalent"):
         trt_backend.numpy_dtype("BF16")
-    with pytest.raises(FcnError, match="unknown TensorRT data type"):
-        trt_backend.numpy_dtype("COMPLEX")
+    # Finding (8): TensorRT 11's E8M0 and any type a later release adds get the same clear line
+    # (before: "unknown TensorRT data type").
+    for name in ("E8M0", "DataType.FP4", "COMPLEX"):
+        with pytest.raises(FcnError, match="no numpy equivalent"):
+            trt_backend.numpy_dtype(name)
 
 
 def test_version_parsing():
@@ -116,9 +119,10 @@ def test_validate_io_against_sidecar():
 
 
 def test_deserialize_failure_message():
-    msg = trt_backend.deserialize_failure("m.plan", _sidecar(), "10.8.0", "NVIDIA RTX 4090")
-    assert "TensorRT 10.3.0 on NVIDIA Orin" in msg and "TensorRT 10.8.0 on NVIDIA RTX 4090" in msg
-    assert "version" in msg and "fcn-build" in msg
+    msg = trt_backend.deserialize_failure("m.plan", _sidecar(compute_capability="8.7"), "10.8.0", "NVIDIA RTX 4090", "8.9")
+    assert "built with TensorRT 10.3.0 on GPU NVIDIA Orin (sm_87)" in msg
+    assert "this machine has TensorRT 10.8.0 on GPU NVIDIA RTX 4090 (sm_89)" in msg
+    assert "version" in msg and "rebuild with fcn-build" in msg
 
 
 # -- sidecar ---------------------------------------------------------------------------------------

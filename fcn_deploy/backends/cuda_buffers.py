@@ -1,10 +1,12 @@
 """CUDA memory for the TensorRT runner, through pycuda, confined to this one module.
 
-Unverified on hardware: this project's machines have no NVIDIA GPU, so this module is written
-against pycuda's documented driver API (``cuda.init``, ``Device.retain_primary_context``,
-``pagelocked_empty``, ``mem_alloc``, ``memcpy_htod_async`` / ``memcpy_dtoh_async``,
-``Stream``, ``Event.record`` / ``time_since``) and is never executed by the CPU test suite.
-NVIDIA's own samples moved to cuda-python; swapping libraries means rewriting only this file.
+Unverified on hardware (see README, "GPU status"): written against pycuda's driver API
+(``cuda.init``, ``Device.retain_primary_context`` / ``compute_capability``, ``pagelocked_empty``,
+``mem_alloc``, ``memcpy_htod_async`` / ``memcpy_dtoh_async``, ``Stream``, ``Event.record`` /
+``time_since``). On the CPU every name it uses is checked against pycuda's wrapper source
+(tests/test_trt_api.py) and the module runs against a strict stand-in of those calls
+(tests/trt_standin.py). NVIDIA's own samples moved to cuda-python; swapping libraries means
+rewriting only this file.
 
 The runner works in the device's *primary* context (the one the CUDA runtime, and therefore
 TensorRT, uses), made current around each call with :meth:`CudaDevice.active`, so any thread
@@ -49,27 +51,49 @@ def gpu_unavailable_reason() -> Optional[str]:
     return None
 
 
+def gpu_identity(device_id: int = 0) -> Tuple[str, str]:
+    """(GPU name, compute capability "8.6") of ``device_id`` through pycuda; FcnError without one."""
+    cuda = _driver()
+    try:
+        cuda.init()
+        dev = cuda.Device(int(device_id))
+        major, minor = dev.compute_capability()
+        return str(dev.name()), f"{int(major)}.{int(minor)}"
+    except cuda.Error as e:
+        raise FcnError(f"CUDA cannot see device {device_id}: {e}") from None
+
+
 class CudaDevice:
-    """One GPU, its primary context, one stream and four timing events."""
+    """One GPU, its primary context, one stream and four timing events.
+
+    :meth:`close` releases what it made in reverse order with the context current (events,
+    stream), pops it, then releases the retained primary context; the constructor does the same
+    when it fails half-way, so no context is left on the driver's stack."""
 
     def __init__(self, device_id: int = 0):
         cuda = _driver()
+        self._cuda = cuda
+        self._ctx = None
+        self.stream = None
+        self.events = []
         try:
             cuda.init()
             if cuda.Device.count() == 0:
                 raise FcnError("no NVIDIA GPU found (CUDA reports 0 devices)")
             self.device = cuda.Device(int(device_id))
-            self.name = self.device.name()
+            self.name = str(self.device.name())
+            major, minor = self.device.compute_capability()
+            self.compute_capability = f"{int(major)}.{int(minor)}"
             self._ctx = self.device.retain_primary_context()
-            self._ctx.push()
-            try:
+            with self.active():
                 self.stream = cuda.Stream()
                 self.events = [cuda.Event() for _ in range(4)]
-            finally:
-                cuda.Context.pop()
         except cuda.Error as e:
+            self.close()
             raise FcnError(f"CUDA initialisation failed on device {device_id}: {e}") from None
-        self._cuda = cuda
+        except BaseException:
+            self.close()
+            raise
 
     @contextlib.contextmanager
     def active(self):
@@ -91,9 +115,23 @@ class CudaDevice:
         self.stream.synchronize()
 
     def close(self) -> None:
+        """Events and stream are destroyed with the context current, then the primary context
+        is released (``detach``); safe to call twice."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        cuda = self._cuda
+        ctx.push()
         try:
-            self._ctx.detach()
-        except Exception:
+            # pycuda destroys a Stream / Event when its last reference goes: drop them here,
+            # while the context they belong to is current.
+            self.events = []
+            self.stream = None
+        finally:
+            cuda.Context.pop()
+        try:
+            ctx.detach()
+        except cuda.Error:
             pass
 
 
@@ -120,6 +158,13 @@ class HostDeviceBuffer:
             self.capacity = count
         return self._host[:count].reshape(shape)
 
+    def host_view(self, shape: Tuple[int, ...]) -> np.ndarray:
+        """The pinned host array as ``shape`` (already allocated by :meth:`ensure`)."""
+        count = int(np.prod(shape)) if len(shape) else 1
+        if self._host is None or count > self.capacity:
+            raise FcnError(f"internal error: host buffer of {self.capacity} elements read as {shape}")
+        return self._host[:count].reshape(shape)
+
     @property
     def device_ptr(self) -> int:
         return int(self._device)
@@ -131,10 +176,11 @@ class HostDeviceBuffer:
         _driver().memcpy_dtoh_async(self._host[:count], self._device, stream)
 
     def free(self) -> None:
+        """Free the device allocation (call with its context current)."""
         if self._device is not None:
             try:
                 self._device.free()
-            except Exception:
+            except _driver().Error:
                 pass
         self._device = None
         self._host = None

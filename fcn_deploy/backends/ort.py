@@ -8,8 +8,9 @@ always appended as the fallback. What onnxruntime actually uses is logged and ke
 The GPU providers' options follow onnxruntime's documented names (``trt_fp16_enable``,
 ``trt_engine_cache_enable``, ``trt_engine_cache_path``, ``trt_timing_cache_enable``,
 ``trt_timing_cache_path``, ``trt_profile_{min,opt,max}_shapes``, ``device_id``); the GPU paths
-are unverified on hardware (this project's machines have no NVIDIA GPU). Provider selection
-itself is the plain function :func:`resolve_providers`, tested on CPU.
+are unverified on hardware (see README, "GPU status"). The profile shapes name the model's own
+input (read from the ONNX header), not a fixed "input". Provider selection itself is the plain
+function :func:`resolve_providers`, tested on CPU.
 
 ``session.run`` is thread-safe, so one runner may serve several threads.
 """
@@ -177,9 +178,18 @@ class OrtRunner(OnnxFileRunner):
         self.path = Path(path)
         if not self.path.is_file():
             raise FcnError(f"{self.path}: no such file")
+        input_name = "input"
+        if trt_profile is not None:
+            # The TensorRT EP's trt_profile_*_shapes name the model's real input.
+            from fcn_deploy.onnx_info import read_onnx_header
+
+            header = read_onnx_header(self.path)
+            if len(header.inputs) != 1:
+                raise FcnError(f"{self.path}: a TensorRT EP profile needs a model with one input, this one has {len(header.inputs)}")
+            input_name = header.inputs[0].name
         chosen = resolve_providers(
             providers, ort.get_available_providers(), device_id=device_id, trt_fp16=trt_fp16,
-            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile,
+            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile, input_name=input_name,
         )
         for name, opts in chosen:
             if name == "TensorrtExecutionProvider":

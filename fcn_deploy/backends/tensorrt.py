@@ -1,17 +1,22 @@
 """TensorRT backend: ``TrtRunner("fcn8s.plan")`` over TensorRT's named-tensor API (TRT >= 10).
 
-Unverified on hardware: this project's machines have no NVIDIA GPU, so :class:`TrtRunner` is
-written against NVIDIA's documented Python API and never runs in the CPU test suite:
-``Runtime.deserialize_cuda_engine`` (``None`` on a TensorRT version / GPU mismatch),
-``create_execution_context``, ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode`` /
-``get_tensor_dtype``, ``get_tensor_profile_shape(name, 0)``, ``set_input_shape``,
-``get_tensor_shape``, ``set_tensor_address`` and ``execute_async_v3(stream)``. Device and
-pinned host buffers live in :mod:`fcn_deploy.backends.cuda_buffers` (pycuda).
+Unverified on hardware (see README, "GPU status": the one place that says what has and has not
+run). On the CPU the code is held to the real bindings two ways: every ``trt.*`` / ``pycuda.*``
+name it uses is checked against the names TensorRT 10.x and 11.x and pycuda define
+(tests/test_trt_api.py, from tests/data/trt_manifest.json), and the whole runner, from plan +
+sidecar to labels, runs against strict stand-ins built from that manifest
+(tests/trt_standin.py, tests/test_trt_runner.py). The sequence: ``Runtime.deserialize_cuda_engine``
+(``None`` on a TensorRT version / GPU mismatch), ``create_execution_context``,
+``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``,
+``get_tensor_profile_shape(name, 0)``, ``set_input_shape`` then ``infer_shapes()``,
+``get_tensor_shape`` for every output, ``set_tensor_address`` for every I/O tensor,
+``execute_async_v3(stream handle)``, copies back and a stream synchronize before the host reads.
+Device and pinned host buffers live in :mod:`fcn_deploy.backends.cuda_buffers` (pycuda).
 
-Everything that does not need a GPU is a plain function here, tested on CPU: sidecar reading
-(before TensorRT is imported, so a plan without its sidecar is refused anywhere), dtype
-mapping, I/O validation against the sidecar, the profile check that names the profile, the
-version parsing and the deserialization failure message.
+Before TensorRT sees a plan, its sidecar is read (a plan without one is refused anywhere) and
+:func:`portability_problem` compares the TensorRT version and GPU the plan was built for with
+this machine's, so a mismatch is one line naming both instead of TensorRT's deserialization
+error; version-compatible and hardware-compatible builds are let through.
 
 Thread safety: an execution context is not thread-safe, so every call holds a lock (one
 context, one stream); timing of host->device, compute and device->host comes from CUDA events.
@@ -35,11 +40,27 @@ from fcn_deploy.sidecar import PlanSidecar, read_sidecar
 
 log = logging.getLogger(__name__)
 
-# trt.DataType member name -> numpy dtype name (None: no numpy equivalent).
+# trt.DataType member name -> numpy dtype name. Every other member (BF16, FP8, INT4, FP4,
+# E8M0 and whatever a later TensorRT adds) has no numpy type.
 TRT_DTYPES = {
     "FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
-    "BOOL": "bool", "UINT8": "uint8", "BF16": None, "FP8": None, "INT4": None, "FP4": None,
+    "BOOL": "bool", "UINT8": "uint8",
 }
+
+_LOGGER = None
+
+
+def shared_logger(trt, *, verbose: bool = False):
+    """The process's one ``trt.Logger``: TensorRT keeps the first logger it is given and
+    ignores later ones, so builder and runtime share this one; ``verbose`` lowers its
+    severity threshold (and it stays there)."""
+    global _LOGGER
+    if _LOGGER is None or _LOGGER[0] is not trt:
+        _LOGGER = (trt, trt.Logger(trt.Logger.WARNING))
+    logger = _LOGGER[1]
+    if verbose:
+        logger.min_severity = trt.Logger.VERBOSE
+    return logger
 
 NOT_INSTALLED = "TensorRT is not installed: pip install tensorrt on a machine with an NVIDIA GPU"
 
@@ -76,25 +97,60 @@ def require_trt10(version: str) -> None:
 def numpy_dtype(trt_dtype_name: str) -> np.dtype:
     """TensorRT DataType name ("FLOAT", "HALF", "INT32"...) -> numpy dtype; FcnError when numpy has none."""
     name = str(trt_dtype_name).split(".")[-1].upper()
-    if name not in TRT_DTYPES:
-        raise FcnError(f"unknown TensorRT data type {trt_dtype_name!r}")
-    np_name = TRT_DTYPES[name]
+    np_name = TRT_DTYPES.get(name)
     if np_name is None:
-        raise FcnError(f"engine I/O tensor of type {name} has no numpy equivalent; export the ONNX with float32/float16 I/O")
+        raise FcnError(f"engine I/O tensor of TensorRT type {name} has no numpy equivalent; export the ONNX with float32/float16 I/O")
     return np.dtype(np_name)
 
 
-def deserialize_failure(plan, sidecar: Optional[PlanSidecar], runtime_version: str, gpu: str) -> str:
+def _built_on(sidecar: PlanSidecar) -> str:
+    cc = f" (sm_{sidecar.compute_capability.replace('.', '')})" if sidecar.compute_capability else ""
+    return f"TensorRT {sidecar.tensorrt_version} on GPU {sidecar.gpu}{cc}"
+
+
+def _this_machine(runtime_version: str, gpu: str, cc: Optional[str]) -> str:
+    return f"TensorRT {runtime_version} on GPU {gpu}" + (f" (sm_{cc.replace('.', '')})" if cc else "")
+
+
+def portability_problem(plan, sidecar: PlanSidecar, runtime_version: str, gpu: str, cc: Optional[str]) -> Optional[str]:
+    """None when the plan may run here, else the one line to print.
+
+    A plan runs on the TensorRT version it was built with, on GPUs of its compute capability.
+    ``--version-compatible`` plans also run on later TensorRT versions; ``--hardware-compat
+    ampere+`` plans on any GPU of compute capability 8.0 or later. A sidecar without a compute
+    capability (written before it was recorded) is checked on the TensorRT version only."""
+    b = sidecar.builder or {}
+    built_v = parse_version(sidecar.tensorrt_version)
+    here_v = parse_version(runtime_version)
+    reasons = []
+    if b.get("version_compatible"):
+        if here_v < built_v:
+            reasons.append("version")
+    elif here_v != built_v:
+        reasons.append("version")
+    if sidecar.compute_capability and cc:
+        want = tuple(int(x) for x in sidecar.compute_capability.split("."))
+        have = tuple(int(x) for x in cc.split("."))
+        hc = b.get("hardware_compat", "none")
+        if hc == "ampere+":
+            if have < (8, 0):
+                reasons.append("gpu")
+        elif have != want:
+            reasons.append("gpu")
+    if not reasons:
+        return None
+    return (f"{plan}: built with {_built_on(sidecar)}; this machine has "
+            f"{_this_machine(runtime_version, gpu, cc)}: rebuild with fcn-build")
+
+
+def deserialize_failure(plan, sidecar: Optional[PlanSidecar], runtime_version: str, gpu: str, cc: Optional[str] = None) -> str:
     """The message when ``deserialize_cuda_engine`` returns None."""
-    built = ""
-    if sidecar is not None:
-        built = f" It was built with TensorRT {sidecar.tensorrt_version} on {sidecar.gpu}; this machine has TensorRT {runtime_version} on {gpu}."
-    else:
-        built = f" This machine has TensorRT {runtime_version} on {gpu}."
+    here = _this_machine(runtime_version, gpu, cc)
+    built = f"built with {_built_on(sidecar)}; this machine has {here}" if sidecar is not None else f"this machine has {here}"
     return (
-        f"TensorRT could not deserialize {plan}: a plan runs only on the TensorRT version and GPU "
-        f"architecture it was built for (unless built with --version-compatible / --hardware-compat ampere+).{built} "
-        "Rebuild it here with fcn-build."
+        f"TensorRT could not deserialize {plan} ({built}): a plan runs only on the TensorRT version and GPU "
+        "architecture it was built for (unless built with --version-compatible / --hardware-compat ampere+); "
+        "rebuild with fcn-build"
     )
 
 
@@ -115,13 +171,19 @@ def validate_io(io: Sequence[Tuple[str, bool, str]], sidecar: PlanSidecar) -> Tu
 
 
 class TrtRunner(Runner):
-    """One TensorRT plan: one engine, one execution context, one stream, under a lock."""
+    """One TensorRT plan: one engine, one execution context, one stream, under a lock.
+
+    Every engine output gets a device buffer and an address (TensorRT needs all of them), but
+    only the outputs the sidecar names are returned."""
 
     backend = "tensorrt"
 
     def __init__(self, path, *, device_id: int = 0, verify_plan: bool = True):
         super().__init__()
         self.path = Path(path)
+        self._cuda = None
+        self._buffers = {}
+        self.context = self.engine = self._runtime = None
         if not self.path.is_file():
             raise FcnError(f"{self.path}: no such file")
         # Sidecar first: a plan without it is refused on any machine, GPU or not.
@@ -130,19 +192,30 @@ class TrtRunner(Runner):
         require_trt10(trt.__version__)
         from fcn_deploy.backends import cuda_buffers
 
-        self._cuda = cuda_buffers.CudaDevice(device_id)
-        self.device = f"TensorRT {trt.__version__} on {self._cuda.name}"
         self._trt = trt
         self._lock = threading.Lock()
-        with self._cuda.active():
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
+        self._cuda = cuda_buffers.CudaDevice(device_id)
+        try:
+            self._open(trt, cuda_buffers)
+        except BaseException:
+            self.close()
+            raise
+        log.info("%s: %s, profile %s", self.path.name, self.device, self._profile.describe())
+
+    def _open(self, trt, cuda_buffers) -> None:
+        cuda = self._cuda
+        self.device = f"TensorRT {trt.__version__} on {cuda.name}"
+        problem = portability_problem(self.path, self.sidecar, str(trt.__version__), cuda.name, cuda.compute_capability)
+        if problem:
+            raise FcnError(problem)
+        with cuda.active():
+            self._runtime = trt.Runtime(shared_logger(trt))
             if self.sidecar.builder.get("version_compatible"):
                 # Version-compatible plans embed a lean runtime the host must be allowed to run.
                 self._runtime.engine_host_code_allowed = True
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
-                raise FcnError(deserialize_failure(self.path, self.sidecar, trt.__version__, self._cuda.name))
+                raise FcnError(deserialize_failure(self.path, self.sidecar, trt.__version__, cuda.name, cuda.compute_capability))
             self.context = self.engine.create_execution_context()
             if self.context is None:
                 raise FcnError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)")
@@ -153,6 +226,10 @@ class TrtRunner(Runner):
                 dt = numpy_dtype(self.engine.get_tensor_dtype(name).name)
                 io.append((name, is_input, dt.name))
             self._input_name, self._output_names = validate_io(io, self.sidecar)
+            self._all_outputs = [n for n, is_in, _ in io if not is_in]
+            extra = [n for n in self._all_outputs if n not in self._output_names]
+            if extra:
+                log.info("%s: engine output(s) %s not in the sidecar get buffers but are not returned", self.path.name, ", ".join(extra))
             self._dtypes = {n: np.dtype(d) for n, _, d in io}
             self._static_shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n, _, _ in io}
             pmin, popt, pmax = self.engine.get_tensor_profile_shape(self._input_name, 0)
@@ -161,7 +238,6 @@ class TrtRunner(Runner):
                 log.warning("%s: engine profile (%s) differs from its sidecar (%s); using the engine's",
                             self.path.name, self._profile.describe(), self.sidecar.profile.describe())
             self._buffers = {n: cuda_buffers.HostDeviceBuffer(self._dtypes[n]) for n, _, _ in io}
-        log.info("%s: %s, profile %s", self.path.name, self.device, self._profile.describe())
 
     # -- metadata ------------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
@@ -181,6 +257,8 @@ class TrtRunner(Runner):
 
     # -- inference -----------------------------------------------------------------------------
     def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+        if self._cuda is None:
+            raise FcnError(f"{self.path.name}: the TensorRT runner is closed")
         if set(feeds) != {self._input_name}:
             raise FcnError(f"engine takes one input {self._input_name!r}, got {sorted(feeds)}")
         x = feeds[self._input_name]
@@ -194,30 +272,36 @@ class TrtRunner(Runner):
             ctx = self.context
             if not ctx.set_input_shape(self._input_name, tuple(int(d) for d in x.shape)):
                 raise FcnError(f"TensorRT refused input shape {format_shape(x.shape)} (profile {self._profile.describe()})")
+            unset = ctx.infer_shapes()
+            if unset:
+                raise FcnError(f"TensorRT cannot infer shapes for input {format_shape(x.shape)}: "
+                               f"{', '.join(map(str, unset))} insufficiently specified")
             host_in = self._buffers[self._input_name].ensure(x.shape)
             np.copyto(host_in, x)
             out_shapes = {}
-            for name in self._output_names:
+            for name in self._all_outputs:
                 shape = tuple(ctx.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
                     raise FcnError(f"TensorRT could not infer the shape of output {name!r} for input {format_shape(x.shape)}")
                 out_shapes[name] = shape
                 self._buffers[name].ensure(shape)
             for name, buf in self._buffers.items():
-                ctx.set_tensor_address(name, buf.device_ptr)
+                if not ctx.set_tensor_address(name, buf.device_ptr):
+                    raise FcnError(f"TensorRT refused the device address of tensor {name!r}")
             stream = cuda.stream
             cuda.record(0)
             self._buffers[self._input_name].to_device(stream, x.size)
             cuda.record(1)
             ok = ctx.execute_async_v3(stream.handle)
             cuda.record(2)
-            for name in self._output_names:
-                self._buffers[name].to_host(stream, int(np.prod(out_shapes[name])))
+            if ok:
+                for name in self._output_names:
+                    self._buffers[name].to_host(stream, int(np.prod(out_shapes[name])))
             cuda.record(3)
             cuda.synchronize()
             if not ok:
                 raise FcnError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-            outs = {n: np.array(self._buffers[n].ensure(out_shapes[n]), copy=True) for n in self._output_names}
+            outs = {n: np.array(self._buffers[n].host_view(out_shapes[n]), copy=True) for n in self._output_names}
             timing = Timing(
                 total_ms=(time.perf_counter() - t0) * 1e3,
                 h2d_ms=cuda.elapsed_ms(0, 1),
@@ -231,14 +315,21 @@ class TrtRunner(Runner):
         return out
 
     def close(self) -> None:
-        cuda = getattr(self, "_cuda", None)
+        """Buffers, execution context, engine and runtime go with the CUDA context current, in
+        that order; then the device's stream, events and primary context (CudaDevice.close)."""
+        cuda, self._cuda = self._cuda, None
         if cuda is None:
             return
-        with self._lock:
-            with cuda.active():
-                for buf in self._buffers.values():
-                    buf.free()
-                self.context = None
-                self.engine = None
-            cuda.close()
-        self._cuda = None
+        lock = getattr(self, "_lock", None) or threading.Lock()
+        with lock:
+            try:
+                if cuda._ctx is not None:
+                    with cuda.active():
+                        for buf in self._buffers.values():
+                            buf.free()
+                        self._buffers = {}
+                        self.context = None
+                        self.engine = None
+                        self._runtime = None
+            finally:
+                cuda.close()
