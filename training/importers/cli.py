@@ -375,8 +375,11 @@ def build_info(imported, args) -> ModelInfo:
 
 def import_checkpoint(source: str, out: str, *, fmt: str = "auto", arch: Optional[str] = None,
                       num_classes: Optional[int] = None, classes: Optional[str] = None,
-                      palette: Optional[str] = None, input_convention: Optional[str] = None) -> Dict[str, Any]:
-    """The whole of ``fcn-import``; returns the checkpoint's ``import`` entry. FcnError on bad input."""
+                      palette: Optional[str] = None, input_convention: Optional[str] = None,
+                      say=None) -> Dict[str, Any]:
+    """The whole of ``fcn-import``; returns the checkpoint's ``import`` entry. FcnError on bad input.
+    ``say(text)`` gets what was recognised, the notes and the result (default: logging)."""
+    say = say or log.info
     import torch
 
     from fcn_deploy.training.checkpoint import save_checkpoint
@@ -397,7 +400,7 @@ def import_checkpoint(source: str, out: str, *, fmt: str = "auto", arch: Optiona
     state = read_source(source, fmt)
     if fmt == "auto":
         fmt, recognised = detect(state, source)
-        log.info("recognised: %s (--from %s)", recognised, fmt)
+        say(f"recognised: {recognised} (--from {fmt})")
     else:
         recognised = get_importer(fmt).detect(state) or ""
     imp = get_importer(fmt)
@@ -449,9 +452,9 @@ def import_checkpoint(source: str, out: str, *, fmt: str = "auto", arch: Optiona
     info = info.replace(extra=extra)
     save_checkpoint(out, model, info, metrics={}, provenance=provenance)
     for note in imported.notes:
-        log.info("note: %s", note)
-    log.info("wrote %s: %s/%s, %d classes, %s input, scale %g, mean %s, std %s", out, info.arch, info.backbone,
-             info.num_classes, info.channel_order, info.scale, list(info.mean), list(info.std))
+        say(f"note: {note}")
+    say(f"wrote {out}: {info.arch}/{info.backbone}, {info.num_classes} classes, {info.channel_order} input, "
+        f"scale {info.scale:g}, mean {list(info.mean)}, std {list(info.std)}")
     return provenance
 
 
@@ -480,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     import_checkpoint(args.source, args.out, fmt=args.fmt, arch=args.arch, num_classes=args.num_classes,
-                      classes=args.classes, palette=args.palette, input_convention=args.input_convention)
+                      classes=args.classes, palette=args.palette, input_convention=args.input_convention, say=print)
     return 0
 
 
