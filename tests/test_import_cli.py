@@ -75,6 +75,31 @@ def test_pickled_module_is_refused_without_unpickling(tmp_path, capsys):
            "torch.save(model.state_dict(), 'weights.pt')", out=tmp_path / "o.pt")
 
 
+def test_mmengine_training_checkpoint_gets_the_clean_up_line(tmp_path, capsys, tv_state):
+    """mmengine's message_hub pickles HistoryBuffer objects; faked by a class whose module name
+    is mmengine's (the pickle names it; nothing is unpickled)."""
+    import sys
+    import types
+
+    mod = types.ModuleType("mmengine.logging.history_buffer")
+
+    class HistoryBuffer:
+        pass
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = mod.__name__, "HistoryBuffer"
+    mod.HistoryBuffer = HistoryBuffer
+    for name in ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["mmengine.logging.history_buffer"] = mod
+    try:
+        torch.save({"state_dict": tv_state, "message_hub": {"log_scalars": {"loss": HistoryBuffer()}}}, tmp_path / "mm.pth")
+    finally:
+        for name in ("mmengine.logging.history_buffer", "mmengine.logging", "mmengine"):
+            sys.modules.pop(name, None)
+    _fails(capsys, [str(tmp_path / "mm.pth"), str(tmp_path / "o.pt")], "mmengine/mmcv training checkpoint",
+           "mmengine.logging.history_buffer.HistoryBuffer", "'clean.pth'", out=tmp_path / "o.pt")
+
+
 def test_foreign_and_damaged_files(tmp_path, capsys, tv_state):
     out = tmp_path / "o.pt"
     (tmp_path / "t.pth").write_text("hello")
