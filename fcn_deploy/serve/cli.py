@@ -122,7 +122,7 @@ def _kserve(args) -> int:
 
 def _manifest(args) -> int:
     from fcn_deploy._util import atomic_write_text
-    from fcn_deploy.serve.kserve_server import inference_service_manifest
+    from fcn_deploy.serve.manifest import inference_service_manifest
 
     text = inference_service_manifest(
         args.name, args.model_uri, model_file=args.model_file, image=args.image, min_replicas=args.replicas,
