@@ -213,8 +213,42 @@ def gpu_name() -> str:
     return "unknown"
 
 
+def gpu_compute_capability() -> Optional[str]:
+    """The first GPU's CUDA compute capability as "MAJOR.MINOR" (pycuda, else nvidia-smi), or
+    None. Recorded in the sidecar for Triton's cc_model_filenames (fcn-serve triton).
+    Unverified on hardware."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        major, minor = cuda.Device(0).compute_capability()
+        return f"{int(major)}.{int(minor)}"
+    except Exception:
+        pass
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            text = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+            if text.count(".") == 1 and all(p.isdigit() for p in text.split(".")):
+                return text
+        except Exception:
+            pass
+    return None
+
+
+def _io_record(header: OnnxHeader, info: ModelInfo) -> dict:
+    """The plan's I/O tensors (those of the ONNX it was parsed from, strongly typed), -1 = dynamic."""
+    def rec(t):
+        return {"name": t.name, "dtype": t.dtype, "shape": [d if isinstance(d, int) and d > 0 else -1 for d in t.shape]}
+
+    outs = [o for o in header.outputs if o.name == info.output_name] or list(header.outputs[:1])
+    return {"input": rec(header.inputs[0]), "output": rec(outs[0])} if outs else {"input": rec(header.inputs[0])}
+
+
 def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: PrecisionPlan, *, trt_version: str,
-                 gpu: str, build_seconds: float, onnx_sha256: str, plan_sha256: str) -> PlanSidecar:
+                 gpu: str, build_seconds: float, onnx_sha256: str, plan_sha256: str,
+                 compute_capability: Optional[str] = None) -> PlanSidecar:
     return PlanSidecar(
         info=info,
         input_name=header.inputs[0].name,
@@ -235,6 +269,9 @@ def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: Pr
             "hardware_compat": cfg.hardware_compat,
             "workspace_mb": cfg.workspace_mb,
             "timing_cache": str(cfg.timing_cache) if cfg.timing_cache else None,
+            # For Triton (fcn-serve triton): cc_model_filenames key and the engine's tensors.
+            "compute_capability": compute_capability,
+            "io": _io_record(header, info),
         },
     )
 
@@ -311,7 +348,8 @@ def _main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     gpu = gpu_name()
     sc = make_sidecar(cfg, header, info, plan, trt_version=version, gpu=gpu, build_seconds=seconds,
-                      onnx_sha256=sha256_file(cfg.onnx), plan_sha256=hashlib.sha256(engine).hexdigest())
+                      onnx_sha256=sha256_file(cfg.onnx), plan_sha256=hashlib.sha256(engine).hexdigest(),
+                      compute_capability=gpu_compute_capability())
     # Both files or neither: the sidecar is renamed first, then the plan (its hash ties them).
     with atomic_path(cfg.plan) as tmp_plan, atomic_path(sidecar_path(cfg.plan)) as tmp_side:
         tmp_plan.write_bytes(engine)
