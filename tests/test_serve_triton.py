@@ -188,7 +188,7 @@ def _edit(path, old, new):
     ("seg", "data_type: TYPE_FP32", "data_type: TYPE_FLOAT32", ["seg/config.pbtxt:", "TYPE_FLOAT32", "data_type"]),
     ("eng", "max_batch_size: 4", "max_batch_size: 16", ["eng/config.pbtxt: max_batch_size: 16 is above 1/model.plan's optimization profile (max batch 4"]),
     ("seg", "dims: [ 5, -1, -1 ]", "dims: [ 6, -1, -1 ]", ["seg/config.pbtxt: output[0].dims: [6, -1, -1] does not match 1/model.onnx's 'logits'"]),
-    ("seg", "dims: [ 3, -1, -1 ]", "dims: [ 3, -1 ]", ["seg/config.pbtxt: input[0].dims: [3, -1]", "3 dimensions"]),
+    ("seg", "dims: [ 3, -1, -1 ]", "dims: [ 3, -1 ]", ["seg/config.pbtxt: input[0].dims: [3, -1]", "the model has 4 dimensions"]),
     ("seg", 'name: "tensorrt"', 'name: "tensorrtx"', ["gpu_execution_accelerator[0].name: unknown GPU execution accelerator 'tensorrtx'"]),
     ("seg", 'key: "trt_engine_cache_enable"', 'key: "trt_engine_cache"', ["parameters['trt_engine_cache']: unknown parameter"]),
     ("seg", '"input:1x3x64x64"', '"image:1x3x64x64"', ["trt_profile_min_shapes']: names 'image', which is not an input"]),
