@@ -314,17 +314,25 @@ def _patch_binary_requests() -> None:
     InferRequest.from_bytes = classmethod(_from_bytes_keeping_binary)
 
 
+from kserve.protocol.rest.server import RESTServer as _RESTServer
+
+_HOST = {"host": "127.0.0.1"}
+
+
+class _HostRESTServer(_RESTServer):
+    """KServe 0.21's REST server with the listening address of ``--host`` (its own hard-codes
+    0.0.0.0). Module level so that KServe can pickle it into ``--workers`` processes."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.config.host = _HOST["host"]
+
+
 def _bind_host(host: str) -> None:
-    """KServe 0.21's REST server hard-codes host 0.0.0.0; set the uvicorn config's host instead."""
     import kserve.model_server as ms
     import kserve.protocol.rest.multiprocess.server as mp
-    from kserve.protocol.rest.server import RESTServer
 
-    class _HostRESTServer(RESTServer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.config.host = host
-
+    _HOST["host"] = host
     ms.RESTServer = _HostRESTServer
     mp.RESTServer = _HostRESTServer
 
