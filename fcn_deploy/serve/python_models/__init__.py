@@ -10,5 +10,7 @@ needs ``pip install fcn-deploy`` (numpy + Pillow, no backend) for the import to 
 
 from pathlib import Path
 
-PREPROCESS = Path(__file__).with_name("preprocess.py")
-POSTPROCESS = Path(__file__).with_name("postprocess.py")
+# Named *.model.py: files to copy, not modules of this package (pkgutil skips dotted names,
+# so importing every fcn_deploy module never imports triton_python_backend_utils).
+PREPROCESS = Path(__file__).with_name("preprocess.model.py")
+POSTPROCESS = Path(__file__).with_name("postprocess.model.py")
