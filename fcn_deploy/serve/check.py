@@ -257,8 +257,6 @@ def _check_plan_profile(cfg, io: _ModelIO, p: _Problems, fileshown: str) -> None
     if cfg.max_batch_size > prof.max[0]:
         p.add("max_batch_size", f"{cfg.max_batch_size} is above {fileshown}'s optimization profile (max batch {prof.max[0]}; "
                                 f"{prof.describe()}): Triton refuses to load it; lower it or rebuild the plan")
-    if cfg.max_batch_size == 0 and io.inputs and next(iter(io.inputs.values()))[1][:1] == (-1,):
-        pass  # a dynamic-batch engine used without batching: requests carry the batch axis in dims
 
 
 def _check_accelerators(cfg, backend: str, io: Optional[_ModelIO], p: _Problems) -> None:
