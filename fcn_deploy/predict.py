@@ -128,6 +128,8 @@ def _main(argv=None) -> int:
     if args.server:  # serving: fcn_deploy/serve/client.py (pip install "fcn-deploy[serve]")
         from fcn_deploy.serve.client import connect
 
+        if args.backend != "auto" or args.threads is not None:
+            raise FcnError("--backend and --threads pick a local backend; with --server the server runs the model")
         seg = connect(args.server, args.model)
     else:
         seg = Segmenter.load(args.model, backend=args.backend, **options)

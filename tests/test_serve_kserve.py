@@ -167,7 +167,7 @@ def test_unknown_model_config_404(served):
     assert e.value.code == 404
 
 
-def test_client_errors_are_one_line(served, tmp_path, capsys):
+def test_client_errors_are_one_line(served, tmp_path, capsys, caplog):
     model, url, port, _ = served
     img = tmp_path / "a.png"
     from PIL import Image
@@ -181,6 +181,12 @@ def test_client_errors_are_one_line(served, tmp_path, capsys):
     assert "cannot reach the server" in capsys.readouterr().err
     assert predict_main(["--server", "ftp://x", "--model", "seg", str(img), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "expected http://HOST:PORT" in capsys.readouterr().err
+    assert predict_main(["--server", url, "--model", "seg", "--threads", "2", str(img), "--out", str(tmp_path / "o")]) == 2
+    assert "with --server the server runs the model" in capsys.readouterr().err
+    assert predict_main(["--server", url, "--model", "seg_ensemble", "--resize", "fit", str(img), "--out", str(tmp_path / "o"),
+                         "--no-progress"]) == 1  # the image is skipped with the reason, the run goes on
+    assert "sizes them on the server" in caplog.text
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_serve_usage_errors(tmp_path, capsys):

@@ -223,6 +223,12 @@ def test_plan_sidecar_mismatch(repo, capsys):
     assert "eng/1/model.plan" in err and "belongs to a different plan" in err
 
 
+def test_missing_version_folder(repo, capsys):
+    shutil.rmtree(repo / "seg" / "1")
+    assert main(["check", str(repo)]) == 1
+    assert "seg/config.pbtxt: (version folder): seg/ has no numeric version folder" in capsys.readouterr().err
+
+
 def test_broken_ensemble(models, tmp_path, capsys):
     r = tmp_path / "repo"
     assert _write([models["fp32"], "--repo", r, "--name", "seg", "--ensemble"]) == 0

@@ -405,8 +405,8 @@ def _check_one(mdir: Path, shown: Path, pb2, checked: Dict[str, _Checked], probl
     backend = _backend_of(cfg, p)
     _check_dims_field(pb2, cfg, p)
     versions = sorted((v for v in mdir.iterdir() if v.is_dir() and v.name.isdigit()), key=lambda v: int(v.name))
-    if backend != "ensemble" and not versions:
-        p.add("(version folder)", f"{mdir.name}/ has no numeric version folder such as 1/")
+    if not versions:  # ensembles too: Triton's own QA gives them an empty 1/
+        p.add("(version folder)", f"{mdir.name}/ has no numeric version folder such as 1/ (an ensemble's may be empty)")
     io = None
     if backend in ("onnxruntime", "tensorrt", "python"):
         for v in versions:

@@ -158,6 +158,9 @@ class RemoteSegmenter:
         rgb = _img.load_image(src)
         t1 = time.perf_counter()
         if self.mode == "image":
+            if resize is not None:
+                raise FcnError(f"--resize {resize}: model {self.model!r} takes encoded images and sizes them on the server; "
+                               "use the tensor model (without _ensemble) to fit images on the client")
             if isinstance(src, (str, Path)):
                 data = Path(src).read_bytes()
             else:
