@@ -219,6 +219,7 @@ def test_manifest(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("FCN_DEPLOY_SLOW"), reason="slow: set FCN_DEPLOY_SLOW=1")
 def test_two_workers(tmp_path):
     """--workers 2: KServe spawns two server processes; each reloads the model (pickled state)."""
     model = tmp_path / "w.onnx"

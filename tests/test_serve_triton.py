@@ -252,3 +252,26 @@ def test_usage_errors(models, tmp_path, capsys):
     assert _write([tmp_path / "junk.onnx", "--repo", tmp_path / "r"]) == 2
     err = capsys.readouterr().err
     assert all(ln.startswith("error: ") for ln in err.splitlines()) and len(err.splitlines()) == 4
+
+
+def test_real_exports(tmp_path):
+    """fcn-export's own files (ResNet-18 FCN-8s: fp32 logits, --output labels); fp16 I/O is
+    covered by the tiny fp16io model above (the same Cast layout fcn-export writes)."""
+    pytest.importorskip("torch")
+    from export_models import trained_model
+    from fcn_deploy.export.onnx_export import export_onnx
+
+    r18 = trained_model("fcn8s", "resnet18", steps=2, hw=(48, 48))
+    pb2 = model_config_pb2()
+    repo = tmp_path / "repo"
+    files = {
+        "f32": export_onnx(r18, tmp_path / "f32.onnx", verify=False),
+        "lab": export_onnx(r18, tmp_path / "lab.onnx", output_kind="labels", verify=False),
+    }
+    for name, f in files.items():
+        assert _write([f, "--repo", repo, "--name", name, "--warmup", "--dynamic-batching"] + (["--ensemble"] if name == "f32" else [])) == 0
+    c = _cfg(repo, "f32")
+    assert list(c.input[0].dims) == [3, -1, -1] and list(c.output[0].dims) == [3, -1, -1] and c.output[0].name == "logits"
+    c = _cfg(repo, "lab")
+    assert c.output[0].name == "labels" and c.output[0].data_type == pb2.TYPE_INT32 and list(c.output[0].dims) == [-1, -1]
+    assert check_repository(repo) == []
