@@ -256,7 +256,7 @@ def test_usage_errors(models, tmp_path, capsys):
 
 def test_real_exports(tmp_path):
     """fcn-export's own files (ResNet-18 FCN-8s: fp32 logits, --output labels); fp16 I/O is
-    covered by the tiny fp16io model above (the same Cast layout fcn-export writes)."""
+    covered by the tiny float16-I/O model above."""
     pytest.importorskip("torch")
     from export_models import trained_model
     from fcn_deploy.export.onnx_export import export_onnx
