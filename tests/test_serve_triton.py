@@ -275,3 +275,24 @@ def test_real_exports(tmp_path):
     c = _cfg(repo, "lab")
     assert c.output[0].name == "labels" and c.output[0].data_type == pb2.TYPE_INT32 and list(c.output[0].dims) == [-1, -1]
     assert check_repository(repo) == []
+
+
+def test_fixed_shape_model(tmp_path, capsys):
+    """A static export (batch 1, 32x40): max_batch_size 0 and full dims, as Triton's ONNX Runtime
+    backend requires for a model without a -1 batch axis; batching options are refused."""
+    from runtime_models import make_tiny_onnx, tiny_info
+
+    m = tmp_path / "static.onnx"
+    make_tiny_onnx(m, tiny_info(5), batch=1, hw=(32, 40))
+    repo = tmp_path / "repo"
+    assert _write([m, "--repo", repo, "--name", "st", "--warmup"]) == 0
+    cfg = _cfg(repo, "st")
+    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [1, 3, 32, 40] and list(cfg.output[0].dims) == [1, 5, 32, 40]
+    trt = cfg.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+    assert trt["trt_profile_min_shapes"] == trt["trt_profile_max_shapes"] == "input:1x3x32x40"
+    assert list(cfg.model_warmup[0].inputs["input"].dims) == [1, 3, 32, 40] and cfg.model_warmup[0].batch_size == 1
+    assert check_repository(repo) == []
+    for extra, words in ((["--max-batch", "2"], "batch axis is fixed at 1"), (["--dynamic-batching"], "needs a model that batches"),
+                         (["--ensemble"], "--ensemble needs a model that batches"), (["--opt", "1x3x64x64"], "is fixed at 32")):
+        assert _write([m, "--repo", repo, "--name", "st2", *extra]) == 2
+        assert words in capsys.readouterr().err
