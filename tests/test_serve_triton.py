@@ -296,3 +296,16 @@ def test_fixed_shape_model(tmp_path, capsys):
                          (["--ensemble"], "--ensemble needs a model that batches"), (["--opt", "1x3x64x64"], "is fixed at 32")):
         assert _write([m, "--repo", repo, "--name", "st2", *extra]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_without_tritonclient_one_line(models, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from fcn_deploy.serve import check
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(check, "_PB2", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tritonclient" else real(name, *a))
+    assert main(["check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'tritonclient is not installed' in err and 'pip install "fcn-deploy[serve]"' in err
