@@ -222,6 +222,15 @@ def gpu_name() -> str:
     return gpu_identity()[0]
 
 
+def _io_record(header: OnnxHeader, info: ModelInfo) -> dict:
+    """The plan's I/O tensors (those of the ONNX it was parsed from, strongly typed), -1 = dynamic."""
+    def rec(t):
+        return {"name": t.name, "dtype": t.dtype, "shape": [d if isinstance(d, int) and d > 0 else -1 for d in t.shape]}
+
+    outs = [o for o in header.outputs if o.name == info.output_name] or list(header.outputs[:1])
+    return {"input": rec(header.inputs[0]), "output": rec(outs[0])} if outs else {"input": rec(header.inputs[0])}
+
+
 def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: PrecisionPlan, *, trt_version: str,
                  gpu: str, build_seconds: float, onnx_sha256: str, plan_sha256: str, compute_capability: str = "") -> PlanSidecar:
     return PlanSidecar(
@@ -245,6 +254,9 @@ def make_sidecar(cfg: BuildConfig, header: OnnxHeader, info: ModelInfo, plan: Pr
             "hardware_compat": cfg.hardware_compat,
             "workspace_mb": cfg.workspace_mb,
             "timing_cache": str(cfg.timing_cache) if cfg.timing_cache else None,
+            # For Triton (fcn-serve triton): cc_model_filenames key and the engine's tensors.
+            "compute_capability": compute_capability or None,
+            "io": _io_record(header, info),
         },
     )
 

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="fit: scale images outside the model's accepted sizes into them (and labels back)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/OpenVINO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--server", metavar="http://HOST:PORT", default=None,
+                   help="segment on a Triton / fcn-serve kserve server (V2 protocol); --model is then the model's name there")
     return p
 
 
@@ -123,7 +125,14 @@ def _main(argv=None) -> int:
     options = {}
     if args.threads is not None:
         options["threads"] = args.threads
-    seg = Segmenter.load(args.model, backend=args.backend, **options)
+    if args.server:  # serving: fcn_deploy/serve/client.py (pip install "fcn-deploy[serve]")
+        from fcn_deploy.serve.client import connect
+
+        if args.backend != "auto" or args.threads is not None:
+            raise FcnError("--backend and --threads pick a local backend; with --server the server runs the model")
+        seg = connect(args.server, args.model)
+    else:
+        seg = Segmenter.load(args.model, backend=args.backend, **options)
     # Created only now, so that a bad --model leaves no empty folder behind.
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
