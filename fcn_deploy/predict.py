@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
     p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files and/or folders (searched recursively); or one video file, URL, camera or image sequence")
+    p.add_argument("--out", required=True, help="output folder (created if missing); for streams also a video file or a pattern")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (mask blended over the image)")
     g.add_argument("--labels-only", action="store_true", help="write plain grey class-id PNGs without a palette")
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="fit: scale images outside the model's accepted sizes into them (and labels back)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/OpenVINO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from fcn_deploy.stream import add_stream_arguments  # video / camera / sequence options
+
+    add_stream_arguments(p)
     return p
 
 
@@ -106,6 +110,10 @@ def _reason(e: OSError) -> str:
 
 def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from fcn_deploy import stream  # video files, URLs, cameras, image sequences: fcn_deploy/stream.py
+
+    if stream.wants_stream(args):
+        return stream.predict_stream(args)
     if not 0.0 <= args.alpha <= 1.0:
         raise FcnError(f"--alpha must be within [0, 1], got {args.alpha}")
     items = collect_inputs(args.inputs, overlay=args.overlay)
