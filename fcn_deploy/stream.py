@@ -559,6 +559,8 @@ def predict_stream(args) -> int:
             raise FcnError(f"--stats: folder {Path(args.stats).parent} does not exist")
     if args.max_frames is not None and args.max_frames < 1:
         raise FcnError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.batch is not None and args.batch < 1:
+        raise FcnError(f"--batch must be >= 1, got {args.batch}")
     if args.fps is not None and not args.fps > 0:
         raise FcnError(f"--fps must be > 0, got {args.fps}")
     out_kind = video.output_kind(args.out)
@@ -573,7 +575,7 @@ def predict_stream(args) -> int:
     try:
         ignore = resolve_classes(args.ignore_class, seg.info.class_names)
         opts = StreamOptions(visualize=modes, alpha=args.alpha, ignore=ignore, max_frames=args.max_frames,
-                             batch=args.batch or 1, resize=args.resize, progress=not args.no_progress,
+                             batch=1 if args.batch is None else args.batch, resize=args.resize, progress=not args.no_progress,
                              pipelined=not args.sequential)
         source = video.open_source(args.inputs[0], timeout=args.timeout)
         try:
