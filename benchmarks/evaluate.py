@@ -360,10 +360,9 @@ class PanelWriter:
             if self.compare.info.num_classes != seg.info.num_classes:
                 raise FcnError(f"--panels-compare has {self.compare.info.num_classes} classes, the model {seg.info.num_classes}")
             second = self.compare.segment(img).labels
-        ignore = int(lab.min()) if lab.size and lab.min() < 0 else None  # evaluate marks unscored pixels -1
         path = self.dir / f"panel_{i:04d}.png"
         write_panel(path, img, lab, pred, seg.info.palette, seg.info.class_names, second=second, titles=titles,
-                    ignore_index=ignore, min_height=self.min_height)
+                    min_height=self.min_height)  # unscored pixels (ids outside 0..n-1) show as void
         self.written.append(path)
 
     def close(self) -> None:

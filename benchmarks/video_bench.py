@@ -14,8 +14,10 @@
    encode one frame at a time in one thread; ``pipelined=True`` is the threaded pipeline.
    Both write ``--visualize overlay,mask`` H.264 mp4 files, the same settings.
 
-Reports FPS, per-stage ms per frame and the fraction of the wall time the model was running,
-with the load average before and after each run (the machine is shared).
+Reports FPS, per-stage ms per frame, the fraction of the wall time the model was running and
+the process's CPU time (all threads) per frame, with the load average before and after each
+run. On a shared, loaded machine a process with more runnable threads also gets a larger share
+of the CPUs from the scheduler; the CPU time per frame and cores used tell that part apart.
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ def _load() -> list:
         return []
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (FFmpeg's and onnxruntime's too)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(a) -> dict:
     from fcn_deploy.segmenter import Segmenter
     from fcn_deploy.stream import StreamOptions, run_stream
@@ -127,12 +137,16 @@ def run(a) -> dict:
             src = open_source(str(vid))
             sink = open_sink(str(out / f"out-{'pipe' if pipelined else 'seq'}-{i}.mp4"), labels=False, fps=src.fps)
             load0 = _load()
+            cpu0 = _cpu_s()
             rep = run_stream(seg, src, sink, opts)
+            cpu = _cpu_s() - cpu0
             row = {"mode": "pipelined" if pipelined else "sequential", "run": i, "frames": rep.frames,
                    "seconds": rep.seconds, "fps": rep.fps, "model_busy": rep.model_busy, "stage_ms": rep.stage_ms,
+                   "cpu_s": cpu, "cpu_ms_per_frame": 1e3 * cpu / max(rep.frames, 1), "cpu_cores_used": cpu / rep.seconds,
                    "batch": opts.batch, "load_before": load0, "load_after": _load(), "problems": rep.problems}
             runs.append(row)
-            print(f"run {i}: {row['mode']:<10} {rep.summary()}  load {load0} -> {row['load_after']}", flush=True)
+            print(f"run {i}: {row['mode']:<10} {rep.summary()}; process CPU {row['cpu_ms_per_frame']:.0f} ms/frame, "
+                  f"{row['cpu_cores_used']:.2f} cores; load {load0} -> {row['load_after']}", flush=True)
     finally:
         seg.close()
     seq = [r["fps"] for r in runs if r["mode"] == "sequential"]
@@ -149,6 +163,7 @@ def run(a) -> dict:
         "sequential_fps_mean": float(np.mean(seq)), "pipelined_fps_mean": float(np.mean(pipe)),
         "speedup": float(np.mean(pipe) / np.mean(seq)),
         "pair_speedups": [p / s for p, s in zip(pipe, seq)],
+        "load_avg_start": runs[0]["load_before"], "load_avg_end": runs[-1]["load_after"],
     }
     print(f"pipelined {res['pipelined_fps_mean']:.2f} FPS vs sequential {res['sequential_fps_mean']:.2f} FPS: "
           f"{res['speedup']:.2f}x (pairs: {', '.join(f'{x:.2f}' for x in res['pair_speedups'])})")

@@ -47,6 +47,14 @@ def _colors(labels: np.ndarray, palette, ignore_index: Optional[int]) -> np.ndar
     return out
 
 
+def _has_void(truth: np.ndarray, n: int, ignore_index: Optional[int]) -> bool:
+    t = np.asarray(truth).astype(np.int64)
+    bad = (t < 0) | (t >= n)
+    if ignore_index is not None:
+        bad |= t == ignore_index
+    return bool(bad.any())
+
+
 def _hatch(rgb: np.ndarray, mask: np.ndarray, cell: int) -> np.ndarray:
     """Paint ``mask`` pixels in a black/white checkerboard of ``cell``-pixel squares."""
     h, w = mask.shape
@@ -117,9 +125,9 @@ def comparison_panel(
     for i, name in enumerate(class_names):
         tb = probe.textbbox((0, 0), str(name), font=font)
         items.append((i, str(name), sw + 6 + (tb[2] - tb[0]) + 3 * PAD))
-    if ignore_index is not None and truth is not None:
-        tb = probe.textbbox((0, 0), "void / ignored", font=font)
-        items.append((None, "void / ignored", sw + 6 + (tb[2] - tb[0]) + 3 * PAD))
+    if truth is not None and _has_void(truth, len(class_names), ignore_index):
+        tb = probe.textbbox((0, 0), "void / not scored", font=font)
+        items.append((None, "void / not scored", sw + 6 + (tb[2] - tb[0]) + 3 * PAD))
     rows, cur, x = [], [], PAD
     for it in items:
         if cur and x + it[2] > width - PAD:

@@ -17,6 +17,12 @@ the same output file (``a.png`` and ``a.jpg``; with ``--overlay`` also ``a.png``
 
 An image that cannot be read, segmented or written (bad file, full disk...) is reported and
 skipped; the others are processed.
+
+Streams (one video file, URL, camera or image sequence as INPUT, a video or ``%d`` pattern as
+``--out``, or any of ``--visualize --ignore-class --max-frames --stats --batch --codec --crf --fps
+--sequential``) go to :mod:`fcn_deploy.stream` (pipelined decode / inference / encode)::
+
+    fcn-predict --model fcn8s.onnx drive.mp4 --out drive_seg.mp4 [--visualize overlay,mask]
 Exit status: 0 all written, 1 some images failed, 2 usage or model errors.
 """
 
