@@ -18,6 +18,11 @@ pre/post-processing is identical and only the model differs.
 Reports pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IoU; with
 ``--reference CHECKPOINT``: the pixel-label agreement between the model and its PyTorch
 source on the whole split, and the difference of their mean IU.
+
+``--panels DIR [--panels-limit N] [--panels-compare MODEL2]``: per image (the first N, default 8)
+one PNG as in the FCN paper's figures, image | ground truth | prediction | overlay with a legend
+of the class colours, and MODEL2's prediction beside with the pixels where it differs hatched
+(:mod:`fcn_deploy.panels`); small images are upscaled to at least 360 pixels high.
 """
 
 from __future__ import annotations

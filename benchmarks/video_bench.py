@@ -104,6 +104,17 @@ def _load() -> list:
         return []
 
 
+def _wait_quiet(limit: float, max_s: float) -> None:
+    """Before a pair of runs: wait (at most ``max_s``) until the 1-minute load average is below
+    ``limit``, so that pairs land in the machine's quieter moments; the load is recorded anyway."""
+    t0 = time.time()
+    while time.time() - t0 < max_s:
+        if os.getloadavg()[0] < limit:
+            return
+        time.sleep(5)
+    print(f"load still {os.getloadavg()[0]:.1f} after {max_s:.0f} s; running anyway", flush=True)
+
+
 def _cpu_s() -> float:
     """User + system CPU seconds of this process, all threads (FFmpeg's and onnxruntime's too)."""
     import resource
@@ -132,6 +143,8 @@ def run(a) -> dict:
         for r in range(a.reps):
             order += [False, True] if r % 2 == 0 else [True, False]
         for i, pipelined in enumerate(order):
+            if a.wait_load and i % 2 == 0:
+                _wait_quiet(a.wait_load, a.wait_max)
             opts = StreamOptions(visualize=("overlay", "mask"), batch=a.batch if pipelined else 1, progress=False,
                                  pipelined=pipelined)
             src = open_source(str(vid))
@@ -159,7 +172,7 @@ def run(a) -> dict:
         "video": {"source": src_desc, "frames": a.frames, "size": [360, 480], "codec_in": "libx264 crf 18",
                   "out": "overlay,mask side by side, libx264 crf 20 veryfast"},
         "model": "ResNet-18 FCN-8s, random weights, fp32 ONNX", "backend": seg.backend, "device": seg.device,
-        "threads": a.threads, "runs": runs,
+        "threads": a.threads, "wait_load": a.wait_load, "runs": runs,
         "sequential_fps_mean": float(np.mean(seq)), "pipelined_fps_mean": float(np.mean(pipe)),
         "speedup": float(np.mean(pipe) / np.mean(seq)),
         "pair_speedups": [p / s for p, s in zip(pipe, seq)],
@@ -180,6 +193,9 @@ def _parser():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="video_bench_out", help="work folder (video, model, outputs)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--wait-load", type=float, default=None, metavar="L",
+                   help="before each pair, wait until the 1-minute load average is below L")
+    p.add_argument("--wait-max", type=float, default=300.0, metavar="S", help="wait at most S seconds per pair (default 300)")
     return p
 
 

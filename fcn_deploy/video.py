@@ -266,7 +266,9 @@ class AVSource(Source):
     def frames(self):
         av = self.av
         bad_run = 0
+        bad = []  # (frame index, reason) of packets the decoder rejected
         index = 0
+        broke = None
         try:
             for packet in self.container.demux(self.stream):
                 try:
@@ -274,10 +276,10 @@ class AVSource(Source):
                 except av.error.InvalidDataError as e:
                     self.skipped += 1
                     bad_run += 1
-                    self.note(f"{self.spec}: corrupt data near frame {index} skipped ({_av_reason(e)})", lost=True)
+                    bad.append((index, _av_reason(e)))
                     if bad_run >= MAX_BAD_PACKETS:
-                        self.note(f"{self.spec}: {bad_run} corrupt packets in a row; stopped reading", lost=True)
-                        return
+                        broke = f"{bad_run} corrupt packets in a row, stopped reading"
+                        break
                     continue
                 bad_run = 0
                 for fr in decoded:
@@ -287,14 +289,24 @@ class AVSource(Source):
         except av.error.EOFError:
             pass
         except (av.error.FFmpegError, OSError) as e:
-            what = "connection lost" if self.live else "read error"
-            self.note(f"{self.spec}: {what} after {self.produced} frames ({_av_reason(e)})", lost=True)
-            return
-        if self.total is not None and self.produced + self.skipped < self.total - 1:
-            self.note(f"{self.spec}: ended after {self.produced} of the {self.total} frames its header announces "
-                      f"(truncated file?)", lost=True)
+            broke = f"{'connection lost' if self.live else 'read error'} after {self.produced} frames ({_av_reason(e)})"
+        self._report(broke, bad)
+
+    def _report(self, broke: Optional[str], bad: List[Tuple[int, str]]) -> None:
+        """One line for everything that went wrong while reading (none when nothing did)."""
+        parts = []
+        lost = bool(bad) or broke is not None
+        if broke:
+            parts.append(broke)
+        elif self.total is not None and self.produced + self.skipped < self.total - 1:
+            parts.append(f"ended after {self.produced} of the {self.total} frames its header announces (truncated file?)")
+            lost = True
         elif self.live:
-            self.note(f"{self.spec}: the stream ended after {self.produced} frames", lost=False)
+            parts.append(f"the stream ended after {self.produced} frames")
+        if bad:
+            parts.append(f"{len(bad)} corrupt packet(s) skipped (first near frame {bad[0][0]}: {bad[0][1]})")
+        if parts:
+            self.note(f"{self.spec}: " + "; ".join(parts), lost=lost)
 
     def close(self) -> None:
         try:

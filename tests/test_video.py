@@ -278,7 +278,7 @@ def test_corrupt_packet_mid_file_is_skipped(model, tmp_path, capsys, caplog):
                          "--no-progress"], capsys, caplog)
     n = len(list((tmp_path / "o").iterdir()))
     assert rc == 1 and 30 <= n < 40, err
-    assert "corrupt data near frame" in err
+    assert "corrupt packet(s) skipped (first near frame" in err
 
 
 def _closed_port() -> int:
