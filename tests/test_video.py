@@ -396,3 +396,43 @@ def test_images_mode_unchanged(model, tmp_path, capsys, caplog):
                         "--no-progress"], capsys, caplog)
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "a_overlay.png"]
+
+
+def test_odd_size_and_size_changes(model, tmp_path, capsys, caplog):
+    """Odd frame sizes are padded by one edge pixel for yuv420p H.264; a sequence whose frame
+    size changes is batched per size and each frame keeps its own size in image outputs."""
+    from PIL import Image
+
+    src = tmp_path / "seq"
+    src.mkdir()
+    sizes = [(47, 63), (47, 63), (30, 40), (47, 63), (47, 63)]
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(scene(i, h, w)).save(src / f"{i:03d}.png")
+    rc, out, err = run(["--model", str(model), str(src / "%03d.png"), "--out", str(tmp_path / "o.mp4"),
+                        "--visualize", "mask", "--no-progress"], capsys, caplog)
+    assert rc == 0, err
+    got = decode(tmp_path / "o.mp4")
+    assert len(got) == 5 and all(g.shape == (48, 64, 3) for g in got)
+    rc, out, err = run(["--model", str(model), str(src), "--out", str(tmp_path / "lab"), "--visualize", "labels",
+                        "--batch", "2", "--no-progress"], capsys, caplog)
+    assert rc == 0, err
+    with Segmenter.load(model, backend="onnxruntime") as seg:
+        for i, (h, w) in enumerate(sizes):
+            lab = read_label_png(tmp_path / "lab" / f"{i:03d}.png")
+            np.testing.assert_array_equal(lab, seg.segment(np.asarray(Image.open(src / f"{i:03d}.png"))).labels)
+
+
+def test_corrupt_image_in_a_sequence_is_skipped(model, tmp_path, capsys, caplog):
+    from PIL import Image
+
+    src = tmp_path / "seq"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(scene(i)).save(src / f"{i}.png")
+    (src / "2.png").write_bytes(b"not a png")
+    rc, out, err = run(["--model", str(model), str(src / "%d.png"), "--out", str(tmp_path / "o" / "%d.png"),
+                        "--visualize", "mask", "--no-progress", "--stats", str(tmp_path / "s.json")], capsys, caplog)
+    assert rc == 1 and "skipped frame 2" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "1.png", "2.png"]  # frames renumbered in order
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert st["status"] == "incomplete" and st["frames"] == 3 and st["problems"]
