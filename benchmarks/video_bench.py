@@ -115,6 +115,11 @@ def _wait_quiet(limit: float, max_s: float) -> None:
     print(f"load still {os.getloadavg()[0]:.1f} after {max_s:.0f} s; running anyway", flush=True)
 
 
+def _relative_argv(argv):
+    """argv without absolute paths (work folders outside the repository keep their last part)."""
+    return [Path(x).name if os.path.isabs(x) else x for x in argv]
+
+
 def _cpu_s() -> float:
     """User + system CPU seconds of this process, all threads (FFmpeg's and onnxruntime's too)."""
     import resource
@@ -167,7 +172,7 @@ def run(a) -> dict:
     res = {
         "schema": "fcn-video-bench/1",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m fcn_deploy.benchmarks.video_bench " + " ".join(sys.argv[1:]),
+        "command": "python -m fcn_deploy.benchmarks.video_bench " + " ".join(_relative_argv(sys.argv[1:])),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "video": {"source": src_desc, "frames": a.frames, "size": [360, 480], "codec_in": "libx264 crf 18",
                   "out": "overlay,mask side by side, libx264 crf 20 veryfast"},

@@ -553,10 +553,12 @@ def predict_stream(args) -> int:
         raise FcnError(f"--alpha must be within [0, 1], got {args.alpha}")
     modes = parse_visualize(args.visualize or "overlay,mask")
     if args.stats:
-        from pathlib import Path
+        from fcn_deploy._util import check_writable
 
-        if not Path(args.stats).parent.is_dir() and str(Path(args.stats).parent) not in ("", "."):
-            raise FcnError(f"--stats: folder {Path(args.stats).parent} does not exist")
+        try:
+            check_writable(args.stats)  # before hours of video, not after
+        except FcnError as e:
+            raise FcnError(f"--stats: {e}") from None
     if args.max_frames is not None and args.max_frames < 1:
         raise FcnError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.batch is not None and args.batch < 1:

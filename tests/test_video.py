@@ -224,6 +224,7 @@ def test_max_frames_and_ignore_class(model, clip, reference, tmp_path, capsys, c
     (["--alpha", "2"], "--alpha"),
     (["--overlay"], "--visualize"),
     (["--codec", "nosuchcodec"], "no such encoder"),
+    (["--stats", "/nonexistent-folder/s.json"], "--stats: output folder does not exist"),
 ])
 def test_bad_options_one_line(model, clip, tmp_path, capsys, caplog, argv, expect):
     out = tmp_path / "o.mp4"
