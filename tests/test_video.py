@@ -437,3 +437,51 @@ def test_corrupt_image_in_a_sequence_is_skipped(model, tmp_path, capsys, caplog)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "1.png", "2.png"]  # frames renumbered in order
     st = json.loads((tmp_path / "s.json").read_text())
     assert st["status"] == "incomplete" and st["frames"] == 3 and st["problems"]
+
+
+def test_stages_overlap(model, tmp_path):
+    """The pipeline overlaps inference with encoding: with a model that takes 30 ms a batch and
+    a sink that takes 30 ms a frame (sleeps: they release the GIL as the backends and FFmpeg
+    do, and need no CPU, so the machine's load cannot blur the result), the pipelined run takes
+    about max(30, 30) ms a frame, the sequential one 30 + 30 ms."""
+    import time as _time
+
+    from fcn_deploy.stream import StreamOptions, run_stream
+
+    class SlowSegmenter(Segmenter):
+        def infer(self, x):
+            _time.sleep(0.03)
+            return super().infer(x)
+
+    class SlowSink(video.ImageSink):
+        def write(self, index, name, frame):
+            _time.sleep(0.03)
+            super().write(index, name, frame)
+
+    base = Segmenter.load(model, backend="onnxruntime")
+    seg = SlowSegmenter(base.runner, base.info, path=model)
+    items = [(None, scene(i)) for i in range(16)]
+
+    class ListSource(video.Source):
+        description = "list"
+        total = len(items)
+
+        def frames(self):
+            yield from items
+
+    reps = {}
+    try:
+        for pipelined in (False, True):
+            sink = SlowSink(str(tmp_path / f"o{int(pipelined)}"), "folder", labels=True, palette=seg.info.palette)
+            reps[pipelined] = run_stream(seg, ListSource(), sink, StreamOptions(visualize=("labels",), progress=False,
+                                                                                pipelined=pipelined))
+    finally:
+        base.close()
+    seq, pipe = reps[False], reps[True]
+    assert seq.frames == pipe.frames == 16
+    print(f"sequential {seq.seconds:.2f} s, pipelined {pipe.seconds:.2f} s")
+    assert pipe.seconds < 0.8 * seq.seconds, (pipe.seconds, seq.seconds)
+    assert pipe.model_busy > 0.7 > seq.model_busy
+    for i in range(16):  # same results, same order
+        np.testing.assert_array_equal(read_label_png(tmp_path / "o0" / f"{i:06d}.png"),
+                                      read_label_png(tmp_path / "o1" / f"{i:06d}.png"))
