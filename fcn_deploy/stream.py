@@ -511,14 +511,14 @@ def add_stream_arguments(p) -> None:
     """fcn-predict's stream options (video files, URLs, cameras, image sequences)."""
     g = p.add_argument_group("streams (a video file, URL, camera or image sequence as INPUT, or a video as --out)")
     g.add_argument("--visualize", default=None, metavar="MODES",
-                   help="overlay, mask, image side by side in that order (default overlay,mask), or labels (class-id PNGs)")
+                   help="comma list of overlay, mask, image, side by side in the order given (default overlay,mask); or labels (class-id PNGs)")
     g.add_argument("--ignore-class", action="append", default=[], metavar="NAME",
                    help="class left uncoloured in overlay and mask (repeatable, or a comma list)")
     g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     g.add_argument("--stats", default=None, metavar="FILE.json", help="per-class pixel share over the stream, as JSON")
     g.add_argument("--batch", type=int, default=None, metavar="N", help="frames per model run (default 1; the model's profile must allow it)")
     g.add_argument("--codec", default=None, help="video encoder (default: libx264 for mp4/mkv/mov/avi, libvpx-vp9 for webm; ffv1 is lossless)")
-    g.add_argument("--crf", type=int, default=None, help="encoder quality (x264: 0 lossless .. 51; default 20)")
+    g.add_argument("--crf", type=int, default=None, help="encoder quality (x264: 0 best .. 51 worst; default 20)")
     g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's, else 30)")
     g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait when opening or reading a network stream (default 10)")
     g.add_argument("--sequential", action="store_true", help="no pipelining: one frame at a time through every stage (for comparison)")
