@@ -137,9 +137,14 @@ def run(a) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     vid = out / f"input-{a.frames}.mp4"
     src_desc = make_video(vid, a.frames, a.camvid)
-    onnx = out / "resnet18-fcn8s-random.onnx"
-    if not onnx.exists():
-        make_model(onnx)
+    if a.model:
+        onnx = Path(a.model)
+        if not onnx.is_file():
+            raise FcnError(f"--model: no such file: {onnx}")
+    else:
+        onnx = out / "resnet18-fcn8s-random.onnx"
+        if not onnx.exists():
+            make_model(onnx)
     seg = Segmenter.load(onnx, backend=a.backend, threads=a.threads)
     runs = []
     try:
@@ -176,7 +181,7 @@ def run(a) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "video": {"source": src_desc, "frames": a.frames, "size": [360, 480], "codec_in": "libx264 crf 18",
                   "out": "overlay,mask side by side, libx264 crf 20 veryfast"},
-        "model": "ResNet-18 FCN-8s, random weights, fp32 ONNX", "backend": seg.backend, "device": seg.device,
+        "model": onnx.name if a.model else "ResNet-18 FCN-8s, random weights, fp32 ONNX", "backend": seg.backend, "device": seg.device,
         "threads": a.threads, "wait_load": a.wait_load, "runs": runs,
         "sequential_fps_mean": float(np.mean(seq)), "pipelined_fps_mean": float(np.mean(pipe)),
         "speedup": float(np.mean(pipe) / np.mean(seq)),
@@ -194,6 +199,7 @@ def _parser():
     p.add_argument("--frames", type=int, default=80)
     p.add_argument("--reps", type=int, default=2, help="pairs of runs (each pair: both modes, order alternating)")
     p.add_argument("--batch", type=int, default=1, help="batch of the pipelined runs")
+    p.add_argument("--model", help="an exported .onnx to use instead of the random ResNet-18 FCN-8s")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="video_bench_out", help="work folder (video, model, outputs)")
