@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # This project's machines carry a CPU build of torch 2.13.0 on local disk.
 TORCH ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
-EXTRAS ?= export,ort,openvino,plot,dev,serve
+EXTRAS ?= export,ort,openvino,plot,video,dev,serve
 # `make demo CAMVID=../shared/data/camvid` trains on CamVid instead of the synthetic default.
 CAMVID ?=
 DEMO_OUT ?= demo_out

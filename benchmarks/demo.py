@@ -13,7 +13,8 @@ Stages (each prints what it does and how long it took):
 4. verify   each ONNX against PyTorch (rel. L2 of the logits, label agreement)
 5. predict  a few validation images: colorized masks and overlays
 6. bench    PyTorch vs onnxruntime fp32/int8 vs OpenVINO, interleaved, on the same inputs
-7. eval     the four metrics per format, label agreement with PyTorch
+7. eval     the four metrics per format, label agreement with PyTorch, and comparison panels
+            (image | ground truth | fp32 | int8 | overlay, legend) in ``panels/``
 
 and ends with one table. Everything lands in ``--out``; nothing outside it is touched.
 """
@@ -267,11 +268,17 @@ def run_demo(cfg: DemoConfig, *, say=print) -> dict:
             prec, backend = spec_
             if prec not in onnx_files or label not in [s.label for s in specs]:
                 continue
+            panels = _panel_writer(cfg, out, onnx_files) if label == "onnxruntime-fp32" else None
             try:
                 evals[label] = evaluate(onnx_files[prec], data, fmt=fmt, split="val", limit=eval_limit, backend=backend,
-                                        reference=torch_seg, threads=cfg.threads, progress=False)
+                                        reference=torch_seg, threads=cfg.threads, progress=False, on_image=panels)
             except Exception as e:
                 summary["problems"].append(f"eval of {label} failed: {e}")
+            finally:
+                if panels is not None:
+                    panels.close()
+                    say(f"    wrote {len(panels.written)} comparison panels (image | truth | fp32 | int8 | overlay) "
+                        f"to {out / 'panels'}")
     finally:
         torch_seg.close()
     for label, r in evals.items():
@@ -300,6 +307,16 @@ def run_demo(cfg: DemoConfig, *, say=print) -> dict:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     say("\n" + render_summary(summary))
     return summary
+
+
+def _panel_writer(cfg: DemoConfig, out: Path, onnx_files):
+    """Comparison panels for the first val images: fp32 beside int8 (disagreements hatched),
+    upscaled to at least 360 px high so small synthetic images can be seen."""
+    from fcn_deploy.benchmarks.evaluate import PanelWriter
+
+    compare = onnx_files.get("int8")
+    return PanelWriter(out / "panels", limit=2 if cfg.quick else 4, compare=compare, backend="onnxruntime",
+                       threads=cfg.threads, titles=("fp32", "int8") if compare else ("fp32", ""), min_height=360)
 
 
 def _fmt_scores(s) -> str:
@@ -347,7 +364,7 @@ def render_summary(summary: dict) -> str:
         "speedup = PyTorch fp32 median latency / the row's (interleaved run, same inputs).",
         f"stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stages"].items()),
         f"outputs in {summary['out']}: model.pt, model.onnx" + (", model-int8.onnx" if any(r['format'].endswith('int8') for r in summary['formats']) else "")
-        + ", predictions/, bench.{json,md,png}, eval-*.json, confusion.png, summary.json",
+        + ", predictions/, panels/, bench.{json,md,png}, eval-*.json, confusion.png, summary.json",
     ]
     for p in summary.get("notes", []):
         lines.append(f"note: {p}")

@@ -18,6 +18,11 @@ pre/post-processing is identical and only the model differs.
 Reports pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IoU; with
 ``--reference CHECKPOINT``: the pixel-label agreement between the model and its PyTorch
 source on the whole split, and the difference of their mean IU.
+
+``--panels DIR [--panels-limit N] [--panels-compare MODEL2]``: per image (the first N, default 8)
+one PNG as in the FCN paper's figures, image | ground truth | prediction | overlay with a legend
+of the class colours, and MODEL2's prediction beside with the pixels where it differs hatched
+(:mod:`fcn_deploy.panels`); small images are upscaled to at least 360 pixels high.
 """
 
 from __future__ import annotations
@@ -125,8 +130,11 @@ def evaluate(
     threads: Optional[int] = None,
     reference_device: str = "cpu",
     progress: bool = True,
+    on_image=None,
 ) -> EvalResult:
-    """Score ``model`` (path or opened Segmenter) on ``data``; see the module docstring."""
+    """Score ``model`` (path or opened Segmenter) on ``data``; see the module docstring.
+
+    ``on_image(i, image, truth, pred, seg)``: called per scored image (``--panels`` uses it)."""
     if limit is not None and limit < 1:
         raise FcnError(f"--limit must be >= 1, got {limit}")
     ds = data if hasattr(data, "get") and hasattr(data, "__len__") else datasets.open_samples(data, fmt, split)
@@ -154,6 +162,8 @@ def evaluate(
                     valid &= lab != ignore
                 lab = np.where(valid, lab, -1)  # -1: never scored by the confusion matrix
                 pred = seg.segment(img).labels
+                if on_image is not None:
+                    on_image(i, img, lab, pred, seg)
                 cm.update(lab, pred)
                 pixels += pred.size
                 if ref is not None:
@@ -315,7 +325,65 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--confusion", metavar="FILE.png", help="write the confusion matrix as a PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("comparison panels (image | ground truth | prediction | overlay, with a legend)")
+    g.add_argument("--panels", metavar="DIR", help="write one comparison PNG per image into DIR")
+    g.add_argument("--panels-limit", type=int, default=8, metavar="N", help="panels for the first N images (default 8)")
+    g.add_argument("--panels-compare", metavar="MODEL", help="a second model (e.g. the int8 ONNX) shown beside, disagreeing pixels hatched")
     return p
+
+
+class PanelWriter:
+    """``on_image`` hook of :func:`evaluate` writing comparison panels for the first ``limit``
+    images: DIR/panel_0000.png ... (see fcn_deploy.panels)."""
+
+    def __init__(self, out_dir, *, limit: int = 8, compare=None, backend: str = "auto", threads=None,
+                 titles=None, min_height: int = 360):
+        if limit < 1:
+            raise FcnError(f"--panels-limit must be >= 1, got {limit}")
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise FcnError(f"--panels {self.dir} exists and is not a folder")
+        self.limit = limit
+        self.min_height = min_height
+        self.compare, self._own = (None, False)
+        if compare is not None:
+            if isinstance(compare, (str, Path)) and not Path(compare).exists():
+                raise FcnError(f"--panels-compare: model not found: {compare}")
+            self.compare, self._own = _open(compare, backend=backend, threads=threads)
+        self.titles = titles
+        self.written = []
+
+    def __call__(self, i, img, lab, pred, seg) -> None:
+        if i >= self.limit:
+            return
+        from fcn_deploy.panels import write_panel
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        second = None
+        titles = self.titles or (_short(seg), _short(self.compare) if self.compare is not None else "")
+        if self.compare is not None:
+            if self.compare.info.num_classes != seg.info.num_classes:
+                raise FcnError(f"--panels-compare has {self.compare.info.num_classes} classes, the model {seg.info.num_classes}")
+            second = self.compare.segment(img).labels
+        path = self.dir / f"panel_{i:04d}.png"
+        write_panel(path, img, lab, pred, seg.info.palette, seg.info.class_names, second=second, titles=titles,
+                    min_height=self.min_height)  # unscored pixels (ids outside 0..n-1) show as void
+        self.written.append(path)
+
+    def close(self) -> None:
+        if self._own and self.compare is not None:
+            self.compare.close()
+
+
+def _short(seg) -> str:
+    p = getattr(seg, "path", None)
+    prec = None
+    try:
+        prec = _precision(seg)
+    except Exception:
+        pass
+    name = Path(p).name if p else "model"
+    return f"{name}" + (f" [{prec}]" if prec else "")
 
 
 def _main(argv) -> int:
@@ -333,9 +401,20 @@ def _main(argv) -> int:
         raise FcnError(f"reference checkpoint not found: {a.reference}")
     if a.reference and Path(a.reference).suffix.lower() not in (".pt", ".pth"):
         raise FcnError(f"--reference must be a PyTorch checkpoint (.pt), got {a.reference}")
-    res = evaluate(a.model, a.data, fmt=a.fmt, split=a.split, reference=a.reference, limit=a.limit,
-                   backend=a.backend, threads=a.threads, progress=not a.quiet)
+    panels = None
+    if a.panels:
+        panels = PanelWriter(a.panels, limit=a.panels_limit, compare=a.panels_compare, backend=a.backend, threads=a.threads)
+    elif a.panels_compare:
+        raise FcnError("--panels-compare needs --panels DIR")
+    try:
+        res = evaluate(a.model, a.data, fmt=a.fmt, split=a.split, reference=a.reference, limit=a.limit,
+                       backend=a.backend, threads=a.threads, progress=not a.quiet, on_image=panels)
+    finally:
+        if panels is not None:
+            panels.close()
     print(render_text(res))
+    if panels is not None:
+        print(f"wrote {len(panels.written)} comparison panel(s) to {a.panels}")
     if a.json:
         write_json(res, a.json)
         print(f"wrote {a.json}")

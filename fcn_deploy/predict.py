@@ -17,6 +17,12 @@ the same output file (``a.png`` and ``a.jpg``; with ``--overlay`` also ``a.png``
 
 An image that cannot be read, segmented or written (bad file, full disk...) is reported and
 skipped; the others are processed.
+
+Streams (one video file, URL, camera or image sequence as INPUT, a video or ``%d`` pattern as
+``--out``, or any of ``--visualize --ignore-class --max-frames --stats --batch --codec --crf --fps
+--sequential``) go to :mod:`fcn_deploy.stream` (pipelined decode / inference / encode)::
+
+    fcn-predict --model fcn8s.onnx drive.mp4 --out drive_seg.mp4 [--visualize overlay,mask]
 Exit status: 0 all written, 1 some images failed, 2 usage or model errors.
 """
 
@@ -38,8 +44,9 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
     p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files and/or folders (searched recursively); or one video file, URL, camera or image sequence")
+    p.add_argument("--out", required=True, help="output folder (created if missing); for streams also a video file or a pattern")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (mask blended over the image)")
     g.add_argument("--labels-only", action="store_true", help="write plain grey class-id PNGs without a palette")
@@ -51,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--server", metavar="http://HOST:PORT", default=None,
                    help="segment on a Triton / fcn-serve kserve server (V2 protocol); --model is then the model's name there")
+    from fcn_deploy.stream import add_stream_arguments  # video / camera / sequence options
+
+    add_stream_arguments(p)
     return p
 
 
@@ -108,6 +118,12 @@ def _reason(e: OSError) -> str:
 
 def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from fcn_deploy import stream  # video files, URLs, cameras, image sequences: fcn_deploy/stream.py
+
+    if stream.wants_stream(args):
+        if args.server:
+            raise FcnError("--server segments image files and folders; video, camera and sequence inputs run on a local --model")
+        return stream.predict_stream(args)
     if not 0.0 <= args.alpha <= 1.0:
         raise FcnError(f"--alpha must be within [0, 1], got {args.alpha}")
     items = collect_inputs(args.inputs, overlay=args.overlay)

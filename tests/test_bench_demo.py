@@ -31,6 +31,7 @@ def test_demo_quick_runs_every_stage(tmp_path, capsys):
     for f in ("model.pt", "model.onnx", "bench.json", "bench.md", "confusion.png", "eval-onnxruntime-fp32.json"):
         assert (out / f).is_file(), f
     assert len(list((out / "predictions").glob("*_overlay.png"))) == 2
+    assert len(list((out / "panels").glob("panel_*.png"))) == 2  # fp32 | int8 comparison panels
     assert summary["problems"] == []
 
 
