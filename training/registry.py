@@ -21,6 +21,7 @@ from fcn_deploy.errors import FcnError, unknown_name
 # Modules that register architectures when imported. Keep in sync with the family modules.
 FAMILIES: Tuple[str, ...] = (
     "fcn_deploy.training.models",
+    "fcn_deploy.training.models_seed",
 )
 
 

@@ -23,7 +23,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fcn_deploy.errors import FcnError, unknown_name
 
-SOURCES: Tuple[str, ...] = ()
+SOURCES: Tuple[str, ...] = (
+    "fcn_deploy.training.importers.torchfcn",
+    "fcn_deploy.training.importers.caffe",
+    "fcn_deploy.training.importers.pochih",
+)
 
 
 @dataclass(frozen=True)
