@@ -5,12 +5,18 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     {
       "format": "fcn-deploy/checkpoint", "format_version": 1,
       "model": {"arch": "fcn8s", "backbone": "resnet18", "num_classes": 11,
-                "learnable_upsampling": False},
+                "build_options": {"learnable_upsampling": False}},   # model.build_options
       "info": ModelInfo.to_dict(),      # class names, palette, input convention, ignore index
       "state_dict": {...},               # the FCN's tensors
       "metrics": {...},                  # validation metrics of these weights (may be empty)
       "train": {...} | None,             # resume state (optimizer, epoch, step, history, ...)
+      "import": {...},                   # only in fcn-import's output: source file, sha256,
+                                         # source format, notes (see training/importers/cli.py)
     }
+
+``model.build_options`` holds the keyword options of the registry builder
+(``registry.build_model(arch, backbone, num_classes, **build_options)``). Checkpoints written
+before the registry carry ``learnable_upsampling`` directly in ``model``; they still load.
 
 Writes are atomic (temp file + rename). A file that is not ours, truncated or corrupt gets one
 :class:`FcnError` line, never a traceback.
@@ -39,7 +45,9 @@ def save_checkpoint(
     *,
     metrics: Optional[Dict[str, Any]] = None,
     train_state: Optional[Dict[str, Any]] = None,
+    provenance: Optional[Dict[str, Any]] = None,
 ) -> None:
+    """Write ``model`` + ``info`` atomically. ``provenance`` (fcn-import) lands under "import"."""
     model = getattr(model, "module", model)  # unwrap DDP
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -48,15 +56,15 @@ def save_checkpoint(
             "arch": model.arch,
             "backbone": model.backbone_name,
             "num_classes": model.num_classes,
-            "learnable_upsampling": bool(
-                next(m for n, m in model.named_modules() if n.startswith("upscore")).weight.requires_grad
-            ),
+            "build_options": dict(getattr(model, "build_options", None) or {}),
         },
         "info": info.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": dict(metrics or {}),
         "train": train_state,
     }
+    if provenance is not None:
+        ckpt["import"] = dict(provenance)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -112,17 +120,25 @@ def load_checkpoint(path) -> Dict[str, Any]:
     return ckpt
 
 
+def build_options_of(model_entry: Dict[str, Any], src: str = "checkpoint") -> Dict[str, Any]:
+    """The builder options a checkpoint's ``model`` entry records: ``build_options``, or for
+    checkpoints from before the registry, their top-level ``learnable_upsampling``."""
+    opts = model_entry.get("build_options")
+    if opts is None:
+        return {"learnable_upsampling": bool(model_entry["learnable_upsampling"])} if "learnable_upsampling" in model_entry else {}
+    if not isinstance(opts, dict) or not all(isinstance(k, str) for k in opts):
+        raise FcnError(f"{src} is a damaged fcn-deploy checkpoint (build_options is not a mapping)")
+    return dict(opts)
+
+
 def model_from_checkpoint(path_or_ckpt, *, eval_mode: bool = True) -> Tuple[torch.nn.Module, ModelInfo, Dict[str, Any]]:
     """Rebuild the FCN from a checkpoint path (or an already loaded dict)."""
-    from fcn_deploy.training.models import build_model
+    from fcn_deploy.training.registry import build_model
 
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     src = "checkpoint" if isinstance(path_or_ckpt, dict) else str(path_or_ckpt)
     m = ckpt["model"]
-    model = build_model(
-        m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)),
-        learnable_upsampling=bool(m.get("learnable_upsampling", False)),
-    )
+    model = build_model(m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)), **build_options_of(m, src))
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

@@ -317,7 +317,8 @@ def _register_fcn_family() -> None:
             return m
 
         register_arch(arch, backbones=BACKBONES, family="fcn", description=descriptions[arch],
-                      convention="imagenet", options=("learnable_upsampling",))(builder)
+                      convention={b: ("caffe" if b == "vgg16" else "imagenet") for b in BACKBONES},
+                      options=("learnable_upsampling",))(builder)
 
 
 _register_fcn_family()

@@ -51,7 +51,8 @@ from fcn_deploy.modelinfo import ModelInfo
 
 from fcn_deploy.training import data as D
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
-from fcn_deploy.training.models import ARCHS, BACKBONES, build_model, input_convention, load_backbone_weights
+from fcn_deploy.training import registry
+from fcn_deploy.training.models import load_backbone_weights
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.format not in D.FORMATS:
             raise unknown_name("dataset format", self.format, D.FORMATS)
-        if self.arch not in ARCHS:
-            raise unknown_name("arch", self.arch, ARCHS)
-        if self.backbone not in BACKBONES:
-            raise unknown_name("backbone", self.backbone, BACKBONES)
+        spec = registry.check_arch(self.arch, self.backbone)  # unknown names list the valid ones
+        if self.learnable_upsampling and "learnable_upsampling" not in spec.options:
+            raise FcnError(f"--learnable-upsampling: arch {self.arch} has no deconvolutions to learn")
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.class_weights not in CLASS_WEIGHTS:
@@ -294,7 +294,7 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _model_info(cfg: TrainConfig, ds: D.SegDataset) -> ModelInfo:
-    order, scale, mean, std = input_convention(cfg.backbone)
+    order, scale, mean, std = registry.default_convention(cfg.arch, cfg.backbone)
     return ModelInfo(
         arch=cfg.arch, backbone=cfg.backbone, num_classes=ds.num_classes, class_names=ds.class_names,
         palette=ds.palette, channel_order=order, scale=scale, mean=mean, std=std,
@@ -355,12 +355,13 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
         log.info("data: %s train %d / val %d images, %d classes (ignore %d), decoded in %.1f s",
                  train_ds.name, len(train_ds), len(val_ds), train_ds.num_classes, train_ds.ignore_index,
                  time.perf_counter() - t0)
-    convention = input_convention(cfg.backbone)
+    convention = registry.default_convention(cfg.arch, cfg.backbone)
     info = _model_info(cfg, train_ds)
 
     # -- model --------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.backbone, train_ds.num_classes, learnable_upsampling=cfg.learnable_upsampling)
+    options = {"learnable_upsampling": cfg.learnable_upsampling} if "learnable_upsampling" in registry.get_arch(cfg.arch).options else {}
+    model = registry.build_model(cfg.arch, cfg.backbone, train_ds.num_classes, **options)
     if cfg.backbone_weights:
         loaded = load_backbone_weights(model, cfg.backbone_weights)
         if d.main:
@@ -613,8 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=S, help="named configuration (see docs/training.md); flags override it")
     p.add_argument("--data", default=S, help="dataset folder (not needed for --format synthetic)")
     p.add_argument("--format", default=S, help="camvid | voc | folders | synthetic (default synthetic)")
-    p.add_argument("--arch", default=S, help="fcn32s | fcn16s | fcn8s | fcn8s-atonce (default fcn8s)")
-    p.add_argument("--backbone", default=S, help="vgg16 | resnet18 | resnet34 (default resnet18)")
+    p.add_argument("--arch", default=S, help="a registered architecture (default fcn8s; --list-archs shows all)")
+    p.add_argument("--backbone", default=S, help="a backbone of that arch (default resnet18; --list-archs)")
+    p.add_argument("--list-archs", action="store_true", default=S,
+                   help="print every registered architecture with its backbones and exit")
     p.add_argument("--epochs", type=int, default=S, help="epochs (a cap when --time-budget is given)")
     p.add_argument("--batch-size", type=int, default=S, help="images per step per process (default 8)")
     p.add_argument("--lr", type=float, default=S, help="peak learning rate (default 2e-3)")
@@ -650,6 +653,7 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
 
     args = vars(build_parser().parse_args(argv))
     values: Dict[str, Any] = {}
+    args.pop("list_archs", None)
     recipe = args.pop("recipe", None)
     if recipe:
         values.update(get_recipe(recipe))
@@ -675,6 +679,9 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    if "--list-archs" in (sys.argv[1:] if argv is None else list(argv)):
+        print(registry.describe())
+        return 0
     cfg = config_from_args(argv)
     res = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
