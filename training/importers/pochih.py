@@ -20,7 +20,6 @@ from typing import Optional
 from fcn_deploy.errors import FcnError
 from fcn_deploy.training.importers import Imported, Importer, ImportOptions, register_importer
 
-POCHIH_CONVENTION = ("BGR", 1.0 / 255.0, (103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0), (1.0, 1.0, 1.0))
 _CLASSES = {"fcns": "FCNs", "fcn8s-bn": "FCN8s", "fcn16s-bn": "FCN16s", "fcn32s-bn": "FCN32s"}
 _DECODER = tuple(f"deconv{i}." for i in range(1, 6)) + tuple(f"bn{i}." for i in range(1, 6)) + ("classifier.",)
 
@@ -61,7 +60,9 @@ class PochihImporter(Importer):
         if getattr(cw, "ndim", 0) != 4:
             raise FcnError(f"{src}: classifier.weight has shape {tuple(cw.shape)}; expected a 1x1 convolution")
         n = int(cw.shape[0])
-        order, scale, mean, std = POCHIH_CONVENTION
+        from fcn_deploy.training.registry import convention
+
+        order, scale, mean, std = convention("pochih")
         imp = Imported(arch=options.arch, backbone="vgg16", num_classes=n, state_dict=out, build_options={},
                        info_defaults={"channel_order": order, "scale": scale, "mean": mean, "std": std,
                                       "convention": "pochih"})
