@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from import_parity import SIZES_FAST, check_onnx_against, load_torchfcn, randomize_, torchfcn_missing_reason  # noqa: E402
+from import_parity import SIZES_ALL, SIZES_FAST, SLOW, check_onnx_against, load_torchfcn, randomize_, torchfcn_missing_reason  # noqa: E402
 
 from fcn_deploy.errors import FcnError  # noqa: E402
 from fcn_deploy.export.cli import main as export_main  # noqa: E402
@@ -144,7 +144,7 @@ def test_caffemodel_matches_torchfcn_forward(atonce_model, tmp_path, capsys):
         with torch.no_grad():
             return m(torch.from_numpy(x)).numpy()
 
-    print(check_onnx_against(onnx_path, ref, SIZES_FAST))
+    print(check_onnx_against(onnx_path, ref, SIZES_ALL if SLOW else SIZES_FAST))  # FCN_DEPLOY_SLOW=1: all sizes
 
 
 def test_parsed_tensors_equal_encoded(atonce_model):
