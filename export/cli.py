@@ -1,4 +1,5 @@
-"""``fcn-export CHECKPOINT OUTPUT.onnx`` and ``fcn-export --check-trt FILE.onnx``."""
+"""``fcn-export CHECKPOINT OUTPUT.onnx``, ``fcn-export --check-trt FILE.onnx`` and
+``fcn-export --adopt FOREIGN.onnx OUT.onnx`` (export/adopt.py)."""
 
 from __future__ import annotations
 
