@@ -233,3 +233,16 @@ def test_other_variants_import_export(arch, tmp_path):
 
     check_onnx_against(onnx_path, ref, SIZES_ALL,
                        input_fn=lambda n, h, w, seed: np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32))
+
+
+def test_torchvision_vgg16_weights_load_into_the_backbone(tmp_path):
+    from fcn_deploy.training.models import load_backbone_weights
+
+    src = randomize_(build_model("fcns", "vgg16", 3), seed=2).pretrained_net.state_dict()
+    tv = dict(src)
+    tv["classifier.6.weight"] = torch.zeros(10, 4096)  # torchvision's classifier: not used by the decoder
+    path = tmp_path / "vgg16.pth"
+    torch.save(tv, path)
+    m = build_model("fcn8s-bn", "vgg16", 3)
+    loaded = load_backbone_weights(m, str(path))
+    assert len(loaded) == 26 and torch.equal(m.pretrained_net.features[28].weight, src["features.28.weight"])
