@@ -96,11 +96,13 @@ class DilatedResNet(nn.Module):
     blocks 1/2: torchvision's replace_stride_with_dilation and mmseg's contract_dilation agree).
 
     ``deep_stem``: mmseg's ResNetV1c stem (``stem.0..8``: three 3x3 convs 3->32->32->64 with BN
-    and ReLU) instead of ``conv1``/``bn1``. Returns layer4's features (and layer3's as "aux").
+    and ReLU) instead of ``conv1``/``bn1``. ``stem_channels``/``base_channels``: mmseg's ResNet
+    parameters (64 for every published model; torchvision has no such knobs). Returns layer4's
+    features (and layer3's as "aux").
     """
 
     def __init__(self, blocks: Sequence[int], *, block: str = "bottleneck", width_per_group: int = 64,
-                 expansion: int = 4, deep_stem: bool = False, stem_channels: int = 64):
+                 expansion: int = 4, deep_stem: bool = False, stem_channels: int = 64, base_channels: int = 64):
         super().__init__()
         if len(blocks) != 4 or min(blocks) < 1:
             raise FcnError(f"a ResNet needs 4 stages of >= 1 blocks, got {list(blocks)}")
@@ -123,7 +125,8 @@ class DilatedResNet(nn.Module):
         self.expansion = expansion
         inplanes = stem_channels
         strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+        for i, n in enumerate(blocks):
+            planes = base_channels * 2 ** i
             stride, dil = strides[i], dilations[i]
             first_dil = dil // 2 if dil > 1 else dil
             width = int(planes * (width_per_group / 64.0))

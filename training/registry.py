@@ -31,6 +31,7 @@ from fcn_deploy.modelinfo import CAFFE_CONVENTION, IMAGENET_CONVENTION
 FAMILIES: Tuple[str, ...] = (
     "fcn_deploy.training.models",
     "fcn_deploy.training.models_torchvision",
+    "fcn_deploy.training.models_mmseg",
     "fcn_deploy.training.models_seed",
 )
 

@@ -40,6 +40,7 @@ from fcn_deploy.errors import FcnError, unknown_name
 # Modules that register importers when imported (one per source format).
 SOURCES: Tuple[str, ...] = (
     "fcn_deploy.training.importers.torchvision",
+    "fcn_deploy.training.importers.mmseg",
     "fcn_deploy.training.importers.torchfcn",
     "fcn_deploy.training.importers.caffe",
     "fcn_deploy.training.importers.pochih",

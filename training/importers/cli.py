@@ -119,6 +119,14 @@ def load_source(path: str):
         if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
             code = _code_globals(path)
             what = code[0] if code else "Python objects"  # the outermost object comes first
+            mm = next((g for g in code if g.startswith(("mmengine.", "mmcv."))), None)
+            if mm:
+                raise FcnError(
+                    f"{path} is an mmengine/mmcv training checkpoint whose extra state holds Python objects ({mm}); "
+                    "fcn-import never unpickles code. Where mmengine is installed and you trust the file: "
+                    "ck = torch.load(path, weights_only=False); torch.save({'state_dict': ck['state_dict'], "
+                    "'meta': ck.get('meta', {})}, 'clean.pth'), then import clean.pth"
+                ) from None
             looks = "a whole model saved with torch.save(model)" if any(".nn.modules." in g for g in code) else "not a plain state_dict"
             raise FcnError(
                 f"{path} holds a pickled Python object ({what}): {looks}; "
