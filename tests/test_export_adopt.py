@@ -146,6 +146,13 @@ def test_eval_and_bench_accept_it(zoo, tmp_path, capsys):
     assert export_main(["--adopt", str(path), str(out), "--classes", str(classes), "--input-convention", "imagenet"]) == 0
     assert eval_main(["--model", str(out), "--data", str(tmp_path), "--format", "synthetic", "--limit", "2", "-q"]) == 0
     assert bench_main(["--onnx", str(out), "--shape", "1x3x64x64", "--warmup", "1", "--iterations", "2", "-q"]) == 0
+    from PIL import Image
+
+    from fcn_deploy.predict import main as predict_main
+
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    assert predict_main(["--model", str(out), "--out", str(tmp_path / "masks"), str(tmp_path / "img.png"), "--no-progress"]) == 0
+    assert list((tmp_path / "masks").iterdir())
 
 
 def test_argmax_inside_is_labels(tmp_path, capsys):
