@@ -7,8 +7,8 @@ at-once Scale layers' constant blobs, ``BlobShape`` dims packed and data packed 
 
 The weights come from a torchfcn model with random weights (its layer names are the Caffe
 prototxts'); the imported, exported ONNX is compared against torchfcn's OWN forward on those
-weights (needs torchfcn, see tests/import_parity.py). Without torchfcn that test is skipped and
-the remaining ones still check the parsed tensors equal the encoded ones.
+weights (needs torchfcn, see tests/import_parity.py); without torchfcn the reference is our own
+fcn8s-atonce built from the same tensors (see the ``atonce_model`` fixture).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from fcn_deploy.training.importers import ImportOptions, get_importer  # noqa: E
 from fcn_deploy.training.importers.caffe import parse_caffemodel  # noqa: E402
 from fcn_deploy.training.importers.cli import main as import_main  # noqa: E402
 
-NEED_TFCN = pytest.mark.skipif(torchfcn_missing_reason() is not None, reason=str(torchfcn_missing_reason()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,17 +107,20 @@ def caffemodel_from_torchfcn(state, atonce: bool, name: str = "voc-fcn8s-atonce"
 
 @pytest.fixture(scope="module")
 def atonce_model(tmp_path_factory):
-    """(torchfcn FCN8sAtOnce with random weights or None, its state_dict, .caffemodel path)."""
+    """(reference model, its torchfcn-layout state_dict, .caffemodel path). The reference is
+    torchfcn's FCN8sAtOnce with random weights where torchfcn is installed, else our own
+    fcn8s-atonce/vgg16 built from the same tensors (then the ONNX check covers the parser, the
+    name mapping and the export, not torchfcn's graph; test_import_torchfcn covers that)."""
     d = tmp_path_factory.mktemp("caffe")
     if torchfcn_missing_reason() is None:
         m = randomize_(load_torchfcn().FCN8sAtOnce(n_class=21), seed=5).eval()
         state = m.state_dict()
-    else:  # the same layout from our own fcn8s-atonce's tensors, renamed back
+    else:  # the same layout from our own fcn8s-atonce's tensors, renamed back; it is the reference then
         from fcn_deploy.training.importers.torchfcn import VGG_CONV_INDEX
         from fcn_deploy.training.registry import build_model
 
-        m = None
-        ours = randomize_(build_model("fcn8s-atonce", "vgg16", 21), seed=5).state_dict()
+        m = randomize_(build_model("fcn8s-atonce", "vgg16", 21), seed=5).eval()
+        ours = m.state_dict()
         back = {f"backbone.features.{i}": n for n, i in VGG_CONV_INDEX.items()}
         back.update({"backbone.fc6": "fc6", "backbone.fc7": "fc7"})
         state = {back.get(k.rsplit(".", 1)[0], k.rsplit(".", 1)[0]) + "." + k.rsplit(".", 1)[1]: v for k, v in ours.items()}
@@ -127,7 +129,6 @@ def atonce_model(tmp_path_factory):
     return m, state, path
 
 
-@NEED_TFCN
 def test_caffemodel_matches_torchfcn_forward(atonce_model, tmp_path, capsys):
     m, _, path = atonce_model
     ck, onnx_path = tmp_path / "m.pt", tmp_path / "m.onnx"
