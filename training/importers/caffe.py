@@ -160,7 +160,8 @@ class CaffeImporter(Importer):
         try:
             name, layers = parse_caffemodel(state)
         except FcnError:
-            return None
+            # starts like a NetParameter but does not parse: claim it, so convert() says why
+            return "a Caffe NetParameter by its first bytes, but it does not parse"
         with_blobs = [l for l in layers if l.blobs]
         if not with_blobs:
             return None
