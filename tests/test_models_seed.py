@@ -231,8 +231,9 @@ def test_other_variants_import_export(arch, tmp_path):
         with torch.no_grad():
             return reference(sd, VARIANTS[arch], torch.from_numpy(x)).numpy()
 
-    check_onnx_against(onnx_path, ref, SIZES_ALL,
-                       input_fn=lambda n, h, w, seed: np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32))
+    rows = check_onnx_against(onnx_path, ref, SIZES_ALL,
+                              input_fn=lambda n, h, w, seed: np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32))
+    print(arch, rows)
 
 
 def test_torchvision_vgg16_weights_load_into_the_backbone(tmp_path):
