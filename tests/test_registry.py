@@ -129,3 +129,22 @@ def test_fcn_train_trains_a_registry_arch(tmp_path):
     res = train(cfg)
     model, info, ck = model_from_checkpoint(res.best_path)
     assert ck["model"]["arch"] == "mmseg-fcn" and info.mean == (123.675, 116.28, 103.53)
+
+
+def test_torchvision_imagenet_backbone_weights_load_into_tv_fcn_and_mmseg_r18b(tmp_path):
+    """--backbone-weights: a torchvision resnet state_dict (with fc.*) loads into the dilated
+    trunks (dilation changes no shape); mmseg's r18b uses torchvision's resnet18 names."""
+    from fcn_deploy.training.models import load_backbone_weights
+
+    for arch, backbone, opts in (("tv-fcn", "resnet-custom", {"blocks": [1, 1, 1, 1], "width_per_group": 4, "expansion": 1}),
+                                 ("mmseg-fcn", "resnet18", {})):
+        src = registry.build_model(arch, backbone, 3, **opts)
+        state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in src.backbone.state_dict().items()}
+        state["fc.weight"], state["fc.bias"] = torch.ones(10, 4), torch.ones(10)
+        torch.save(state, tmp_path / "tv.pth")
+        m = registry.build_model(arch, backbone, 3, **opts)
+        loaded = load_backbone_weights(m, str(tmp_path / "tv.pth"))
+        assert "fc.weight" not in loaded and torch.equal(m.backbone.conv1.weight, state["conv1.weight"])
+    v1c = registry.build_model("mmseg-fcn", "resnet18v1c", 3)
+    with pytest.raises(FcnError, match="not a torchvision resnet state_dict"):
+        load_backbone_weights(v1c, str(tmp_path / "tv.pth"))

@@ -72,7 +72,10 @@ class Imported:
     num_classes: int
     state_dict: Dict[str, Any]
     build_options: Dict[str, Any] = field(default_factory=dict)
-    # Defaults for ModelInfo (class_names, palette, channel_order, scale, mean, std, ignore_index).
+    # Defaults for ModelInfo: "class_names" (list, len == num_classes, else generic names with a
+    # note), "palette" (list of (R, G, B)), "ignore_index", "channel_order" ("RGB"/"BGR"),
+    # "scale", "mean", "std" (mean and std required unless the user passes --input-convention),
+    # "convention" (its CONVENTIONS name, recorded in info.extra), "extra" (str -> str).
     info_defaults: Dict[str, Any] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)  # what was dropped or assumed, said to the user
 
