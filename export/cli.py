@@ -1,4 +1,5 @@
-"""``fcn-export CHECKPOINT OUTPUT.onnx`` and ``fcn-export --check-trt FILE.onnx``."""
+"""``fcn-export CHECKPOINT OUTPUT.onnx``, ``fcn-export --check-trt FILE.onnx`` and
+``fcn-export --adopt FOREIGN.onnx OUT.onnx`` (export/adopt.py)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
     p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
     p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
+    a = p.add_argument_group("foreign ONNX files (fcn-export --adopt FOREIGN.onnx OUT.onnx --classes C --input-convention N)")
+    a.add_argument("--adopt", metavar="FOREIGN.onnx",
+                   help="stamp fcn-deploy metadata onto an ONNX exported elsewhere (e.g. the model zoo's fcn-resnet50-11); "
+                   "the positional argument is then OUT.onnx")
+    a.add_argument("--classes", metavar="voc|camvid|FILE", help="--adopt: the class names (FILE: one per line)")
+    a.add_argument("--input-convention", metavar="NAME", help="--adopt: imagenet | caffe | mmseg | pochih")
+    a.add_argument("--output-name", metavar="NAME", help="--adopt: the segmentation output (default: the only one, or 'out')")
     return p
 
 
@@ -64,6 +72,10 @@ def _main(argv=None) -> int:
 
     p = _parser()
     args = p.parse_args(argv)
+    if args.adopt:
+        return _adopt(args)
+    if args.classes or args.input_convention or args.output_name:
+        raise FcnError("--classes / --input-convention / --output-name are options of --adopt FOREIGN.onnx OUT.onnx")
     if args.check_trt:
         if args.checkpoint or args.output:
             raise FcnError("--check-trt takes only the ONNX file to check")
@@ -126,6 +138,20 @@ def _main(argv=None) -> int:
         return 0
     for issue in report.issues:
         print(f"  {issue}")
+    return 0
+
+
+def _adopt(args) -> int:
+    from fcn_deploy.export.adopt import adopt_onnx
+
+    if not args.checkpoint or args.output:
+        raise FcnError("usage: fcn-export --adopt FOREIGN.onnx OUT.onnx --classes voc|camvid|FILE --input-convention NAME "
+                       "[--output-name NAME]")
+    if args.check_trt:
+        raise FcnError("--adopt and --check-trt are separate commands; check the adopted file afterwards")
+    report = adopt_onnx(args.adopt, args.checkpoint, classes=args.classes, input_convention=args.input_convention,
+                        output_name=args.output_name)
+    print(report.format())
     return 0
 
 

@@ -44,7 +44,7 @@ def test_unknown_layout_lists_what_was_recognised_and_unexpected_keys(tmp_path, 
     torch.save({"state_dict": sd}, tmp_path / "x.pth")
     out = tmp_path / "o.pt"
     _fails(capsys, [str(tmp_path / "x.pth"), str(out)], "unknown layout", "unwrapped 'state_dict'",
-           "look like torchvision", "unexpected keys: head.extra.weight", "tried mmseg, torchvision", out=out)
+           "look like torchvision", "unexpected keys: head.extra.weight", "tried caffe, mmseg, pochih, torchfcn, torchvision", out=out)
     torch.save({"encoder.0.weight": torch.ones(3, 3), "decoder.weight": torch.ones(1)}, tmp_path / "y.pth")
     _fails(capsys, [str(tmp_path / "y.pth"), str(out)], "no known key prefixes", "encoder.* (1), decoder.* (1)", out=out)
 
@@ -129,7 +129,7 @@ def test_our_own_checkpoint_and_bad_flags(tmp_path, capsys, tv_state):
     capsys.readouterr()
     out = tmp_path / "o.pt"
     _fails(capsys, [str(tmp_path / "m.pt"), str(out)], "already an fcn-deploy checkpoint", out=out)
-    _fails(capsys, [str(tmp_path / "w.pth"), str(out), "--from", "keras"], "unknown source format 'keras'; valid: mmseg, torchvision", out=out)
+    _fails(capsys, [str(tmp_path / "w.pth"), str(out), "--from", "keras"], "unknown source format 'keras'; valid: caffe, mmseg, pochih, torchfcn, torchvision", out=out)
     _fails(capsys, [str(tmp_path / "w.pth"), str(out), "--input-convention", "rgb"], "unknown input convention 'rgb'", out=out)
     _fails(capsys, [str(tmp_path / "w.pth"), str(tmp_path / "o.onnx")], "OUT must name a .pt file")
     _fails(capsys, [str(tmp_path / "w.pth"), str(tmp_path / "nodir" / "o.pt")], "output folder does not exist")

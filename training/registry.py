@@ -32,6 +32,7 @@ FAMILIES: Tuple[str, ...] = (
     "fcn_deploy.training.models",
     "fcn_deploy.training.models_torchvision",
     "fcn_deploy.training.models_mmseg",
+    "fcn_deploy.training.models_seed",
 )
 
 # Named input conventions: (channel order, scale, mean, std), applied as

@@ -41,6 +41,9 @@ from fcn_deploy.errors import FcnError, unknown_name
 SOURCES: Tuple[str, ...] = (
     "fcn_deploy.training.importers.torchvision",
     "fcn_deploy.training.importers.mmseg",
+    "fcn_deploy.training.importers.torchfcn",
+    "fcn_deploy.training.importers.caffe",
+    "fcn_deploy.training.importers.pochih",
 )
 
 
