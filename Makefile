@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check $(FIND_LINKS) "$(TORCH)"
 	$(PIP) install -q --disable-pip-version-check $(FIND_LINKS) -e ".[$(EXTRAS)]"
+	# torchfcn's own model code, for the import parity tests (its package deps pull another torch and torchvision)
+	$(PIP) install -q --disable-pip-version-check --no-deps torchfcn==1.9.7
 	touch $@
 
 venv: $(VENV)/.installed
