@@ -108,17 +108,18 @@ def _main(argv=None) -> int:
     if not ckpt.is_file():
         raise FcnError(f"checkpoint not found: {ckpt}")
     t0 = time.perf_counter()
+    reports: list = []
     out = export_onnx(
         ckpt, args.output, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
         batch=batch, static_hw=parse_size(args.static) if args.static else None, calib=calib,
         verify=not args.no_verify, verify_sizes=parse_sizes(args.verify_sizes) if args.verify_sizes else None,
-        fp16_io=args.fp16_io, progress=True,
+        fp16_io=args.fp16_io, progress=True, reports=reports,
     )
     seconds = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in (out, out.with_name(out.name + ".data")) if f.exists())
     report = check_trt(out)
     print(f"wrote {out} ({size / 1e6:.1f} MB, {args.precision}, output {args.output_kind}) in {seconds:.1f} s"
-          + ("" if args.no_verify else ", parity verified"))
+          + _parity_words(args.no_verify, reports))
     print(report.format().splitlines()[-1])
     if calib is not None and calib.target == "cpu":
         print("  (--int8-target cpu: uint8 activations for onnxruntime/OpenVINO on CPU; export with the "
@@ -127,6 +128,15 @@ def _main(argv=None) -> int:
     for issue in report.issues:
         print(f"  {issue}")
     return 0
+
+
+def _parity_words(skipped: bool, reports: list) -> str:
+    if skipped:
+        return ""
+    if reports and all(r.verified for r in reports):
+        return ", parity verified"
+    status = reports[-1].status if reports else "NOT VERIFIED: no parity report"
+    return f", parity {status.replace('NOT VERIFIED', 'NOT verified')}"
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,7 @@
-"""Helpers for the export tests (not a test file): small FCNs trained a few SGD steps on random
-data, so their score layers are not zero (zero score layers make any comparison pass)."""
+"""Helpers for the export tests (not a test file): small FCNs trained a few SGD steps on smooth
+random images whose target is their quantised brightness, from small random score layers, so
+their label maps vary over the image (zero score layers, or a constant label map, make the
+label-agreement half of any comparison pass)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,15 @@ def trained_model(arch: str, backbone: str, num_classes: int = 3, *, steps: int 
     info = info_for(arch, backbone, num_classes)
     model = build_model(arch, backbone, num_classes)
     x = torch.from_numpy(normalize(random_rgb(2, *hw, seed=seed), info))
-    y = torch.randint(0, num_classes, (2, *hw))
+    # Target: brightness quantised into num_classes bins (per-image quantiles: every class occurs).
+    bright = x.mean(1)
+    edges = torch.quantile(bright.flatten(1), torch.linspace(0, 1, num_classes + 1)[1:-1], dim=1)  # (C-1, N)
+    y = (bright[None] > edges[:, :, None, None]).sum(0)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if name.startswith("score") and isinstance(mod, torch.nn.Conv2d):
+                mod.weight.normal_(0, 0.05 if backbone != "vgg16" else 0.002, generator=gen)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05 if backbone != "vgg16" else 1e-4, momentum=0.9)
     model.train()
     for _ in range(steps):
@@ -45,16 +55,39 @@ def trained_model(arch: str, backbone: str, num_classes: int = 3, *, steps: int 
         loss.backward()
         opt.step()
     model.eval()
+    _center_scores(model, x)
     assert float(model.score_fr.weight.detach().abs().sum()) > 0, "score layer still zero"
     return model, info
 
 
+def _center_scores(model, x) -> None:
+    """Set each score layer's bias so its output has mean zero per class over ``x`` (eval mode):
+    a few steps from scratch leave one class ahead at every pixel (the score layers see a large
+    common feature component), and a constant label map proves nothing. Centred, the label
+    map follows the per-pixel features."""
+    import torch
+
+    convs = {n: m for n, m in model.named_modules() if n.startswith("score") and isinstance(m, torch.nn.Conv2d)}
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.mean((0, 2, 3))))
+             for n, m in convs.items()]
+    try:
+        with torch.no_grad():
+            model(x)
+            for n, m in convs.items():
+                m.bias -= seen[n]
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def logits_vary(model, info, hw=(48, 64)) -> bool:
-    """The model's logits differ across pixels and classes (not a constant map)."""
+    """The model's logits differ across pixels and classes and its label map holds at least two
+    labels (a constant label map makes every label-agreement check pass)."""
     import torch
 
     from fcn_deploy.export.inputs import normalize, random_rgb
 
     with torch.no_grad():
         y = model(torch.from_numpy(normalize(random_rgb(1, *hw, seed=7), info))).numpy()
-    return bool(np.ptp(y) > 1e-4 and len(np.unique(y.argmax(1))) >= 1 and y.std(axis=(2, 3)).min() > 0)
+    return bool(np.ptp(y) > 1e-4 and len(np.unique(y.argmax(1))) >= 2 and y.std(axis=(2, 3)).min() > 0)

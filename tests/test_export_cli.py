@@ -53,6 +53,22 @@ def test_export_then_verify(tmp_path, ckpt, capsys):
     assert all(c["rel_l2"] <= 1e-5 and c["agreement"] >= 0.9999 for c in data["cases"])
 
 
+def test_untrained_checkpoint_is_not_called_verified(tmp_path, capsys):
+    from fcn_deploy.training.models import build_model
+
+    from export_models import info_for
+
+    ck = tmp_path / "untrained.pt"
+    save_checkpoint(ck, build_model("fcn8s", "resnet18", 3), info_for("fcn8s", "resnet18"))
+    out = tmp_path / "u.onnx"
+    assert export_main([str(ck), str(out), "--verify-sizes", "33x41"]) == 0
+    text = capsys.readouterr().out
+    assert "parity NOT verified: constant output" in text and "parity verified" not in text
+    assert verify_main([str(ck), str(out), "--sizes", "33x41"]) == 1
+    text = capsys.readouterr().out
+    assert "NOT VERIFIED: constant output" in text and "not verified: constant output" in text
+
+
 def test_verify_fails_against_other_weights(tmp_path, ckpt, capsys):
     out = tmp_path / "m.onnx"
     assert export_main([str(ckpt / "model.pt"), str(out), "--no-verify"]) == 0

@@ -29,7 +29,7 @@ def _dims(vi):
 def _check_fp32(model, info, path, sizes=((97, 131),)):
     assert logits_vary(model, info)
     report = verify_onnx((model, info), path, sizes=sizes, batch=2)
-    assert report.passed, report.format()
+    assert report.passed and report.verified and report.status == "PASS", report.format()
     assert {c.batch for c in report.cases} == {1, 2}
     assert all(c.rel_l2 is not None and c.rel_l2 <= 1e-5 for c in report.cases)
     return report
@@ -164,11 +164,50 @@ def test_failed_check_leaves_nothing_and_keeps_old_file(tmp_path, r18, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-def test_zero_score_layers_are_caught_by_the_helper():
+def test_zero_score_layers_are_caught_by_the_helper(r18):
     from fcn_deploy.training.models import build_model
 
     model = build_model("fcn8s", "resnet18", 3).eval()
     assert not logits_vary(model, info_for("fcn8s", "resnet18"))
+    # A model whose logits vary but whose label map is one class everywhere is refused too.
+    trained, info = r18
+    assert logits_vary(trained, info)
+    with torch_no_grad():
+        trained.score_fr.bias[0] += 1e3
+        try:
+            assert not logits_vary(trained, info)
+        finally:
+            trained.score_fr.bias[0] -= 1e3
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def test_constant_output_is_reported_not_verified(tmp_path, caplog):
+    """Zero score layers (an untrained model) give constant logits: any ONNX giving that constant
+    would pass, so the check says NOT VERIFIED instead of PASS (and export says so)."""
+    from fcn_deploy.export.verify import logits_constant
+    from fcn_deploy.training.models import build_model
+
+    model = build_model("fcn8s", "resnet18", 3).eval()
+    info = info_for("fcn8s", "resnet18")
+    reports = []
+    caplog.set_level("WARNING")
+    out = export_onnx((model, info), tmp_path / "z.onnx", verify_sizes=[(33, 41)], reports=reports)
+    assert out.is_file() and len(reports) == 1
+    rep = reports[0]
+    assert rep.passed and not rep.verified and rep.constant_output
+    assert rep.status.startswith("NOT VERIFIED: constant output")
+    assert rep.format().splitlines()[-1].startswith("NOT VERIFIED: constant output")
+    assert all(c.constant for c in rep.cases) and "NOT VERIFIED" in rep.cases[0].describe()
+    assert rep.to_dict()["verified"] is False and rep.to_dict()["status"] == rep.status
+    assert "proves nothing" in caplog.text
+    # The same check on a trained model: verified.
+    assert not logits_constant(np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4))
+    assert logits_constant(np.broadcast_to(np.array([1.0, -2.0])[None, :, None, None], (2, 2, 5, 7)))
 
 
 def test_bad_arguments_and_outputs(tmp_path, r18):
