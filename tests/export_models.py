@@ -28,6 +28,7 @@ def info_for(arch: str, backbone: str, num_classes: int = 3) -> ModelInfo:
 def trained_model(arch: str, backbone: str, num_classes: int = 3, *, steps: int = 3, seed: int = 0, hw=(64, 64)):
     """build_model + a few SGD steps on random images/labels; returns (model in eval mode, info).
 
+    ``steps=0``: random score layers only (centred, see _center_scores), no SGD step.
     Cached (tests share the models and must not change them)."""
     import torch
 
@@ -79,6 +80,12 @@ def _center_scores(model, x) -> None:
     finally:
         for h in hooks:
             h.remove()
+    # The final crop (VGG16: pad 100, then offsets) sees a part of each score map whose mean is
+    # not zero: centre the logits themselves through score_fr's bias (a constant passes the
+    # bilinear upsampling unchanged inside the map).
+    with torch.no_grad():
+        for _ in range(2):
+            model.score_fr.bias -= model(x).mean((0, 2, 3))
 
 
 def logits_vary(model, info, hw=(48, 64)) -> bool:

@@ -18,7 +18,6 @@ from fcn_deploy.export.cli import main as export_main  # noqa: E402
 from fcn_deploy.export.verify import main as verify_main  # noqa: E402
 from fcn_deploy.training.checkpoint import save_checkpoint  # noqa: E402
 
-SLOW = pytest.mark.skipif(not os.environ.get("FCN_DEPLOY_SLOW"), reason="slow: set FCN_DEPLOY_SLOW=1")
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +252,6 @@ def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):
     _one_line_error(capsys, "no fcn-deploy metadata")
 
 
-@SLOW
 @pytest.mark.slow
 def test_full_vgg16_fcn8s_export_time(tmp_path, capsys):
     """The README target: fcn-export of the full VGG16 FCN-8s (random weights) under 60 s."""

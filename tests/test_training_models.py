@@ -80,6 +80,37 @@ def test_vgg16_output_shapes_small(vgg_heads):
         assert m(x).shape == (1, 21, 97, 131), arch
 
 
+def _score_inputs_and_features(model, x):
+    """(inputs of score_pool4 and score_pool3, the backbone's pool4 and pool3) for one forward."""
+    seen = {}
+    hooks = [getattr(model, n).register_forward_pre_hook(lambda mod, inp, n=n: seen.__setitem__(n, inp[0]))
+             for n in ("score_pool4", "score_pool3")]
+    hooks.append(model.backbone.register_forward_hook(lambda mod, inp, out: seen.__setitem__("feats", out)))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen["score_pool4"], seen["score_pool3"], seen["feats"]["pool4"], seen["feats"]["pool3"]
+
+
+@torch.no_grad()
+def test_atonce_scales_the_skips_before_scoring(vgg_heads):
+    """FCN-8s at-once (the paper's VGG16 reference): score_pool4 sees pool4 x 0.01 and score_pool3
+    sees pool3 x 0.0001; the staged FCN-8s sees them unscaled. Checked on the VGG16 heads and on
+    ResNet-18."""
+    x = torch.randn(1, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 50
+    resnet = {a: build_model(a, "resnet18", 5).eval() for a in ("fcn8s", "fcn8s-atonce")}
+    for models in (vgg_heads, resnet):
+        s4, s3, p4, p3 = _score_inputs_and_features(models["fcn8s-atonce"], x)
+        assert float(p4.abs().max()) > 0 and float(p3.abs().max()) > 0
+        torch.testing.assert_close(s4, p4 * 0.01, rtol=0, atol=0)
+        torch.testing.assert_close(s3, p3 * 0.0001, rtol=0, atol=0)
+        s4, s3, p4, p3 = _score_inputs_and_features(models["fcn8s"], x)
+        torch.testing.assert_close(s4, p4, rtol=0, atol=0)
+        torch.testing.assert_close(s3, p3, rtol=0, atol=0)
+
+
 @pytest.mark.slow
 @torch.no_grad()
 def test_vgg16_output_shapes_voc_size(vgg_heads):
