@@ -7,6 +7,7 @@ import pytest
 from fcn_deploy.benchmarks import demo
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 def test_demo_quick_runs_every_stage(tmp_path, capsys):
     pytest.importorskip("torch")

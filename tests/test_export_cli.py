@@ -252,6 +252,7 @@ def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):
     _one_line_error(capsys, "no fcn-deploy metadata")
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 def test_full_vgg16_fcn8s_export_time(tmp_path, capsys):
     """The README target: fcn-export of the full VGG16 FCN-8s (random weights) under 60 s."""

@@ -338,6 +338,7 @@ def _assert_torch_parity(labels, logits):
     assert (labels == logits.argmax(0)).mean() > 0.999
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["logits", "labels"])
 def test_labels_equal_pytorch_argmax(exported, kind):
     model, info, paths = exported

@@ -72,6 +72,7 @@ def test_resnet_output_shapes_all_archs_all_sizes():
                 assert m(x).shape == (1, 11, h, w), (name, arch, h, w)
 
 
+@pytest.mark.timeout(300)
 @torch.no_grad()
 def test_vgg16_output_shapes_small(vgg_heads):
     models = vgg_heads
@@ -94,6 +95,7 @@ def _score_inputs_and_features(model, x):
     return seen["score_pool4"], seen["score_pool3"], seen["feats"]["pool4"], seen["feats"]["pool3"]
 
 
+@pytest.mark.timeout(300)
 @torch.no_grad()
 def test_atonce_scales_the_skips_before_scoring(vgg_heads):
     """FCN-8s at-once (the paper's VGG16 reference): score_pool4 sees pool4 x 0.01 and score_pool3
@@ -111,6 +113,7 @@ def test_atonce_scales_the_skips_before_scoring(vgg_heads):
         torch.testing.assert_close(s3, p3, rtol=0, atol=0)
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 @torch.no_grad()
 def test_vgg16_output_shapes_voc_size(vgg_heads):
@@ -151,6 +154,7 @@ def test_deconv_kernels_are_bilinear_and_frozen(fast_init):
     assert learn.upscore.weight.requires_grad
 
 
+@pytest.mark.timeout(300)
 def test_vgg16_fcn8s_parameter_count(fast_init):
     # Caffe voc-fcn8s / a PyTorch port list 134,489,759 parameters for 21 classes:
     # VGG16 convs 14,714,688 + fc6 102,764,544 + fc7 16,781,312 + score_fr 86,037 + score_pool4 10,773
@@ -162,6 +166,7 @@ def test_vgg16_fcn8s_parameter_count(fast_init):
     assert sum(p.numel() for p in m32.parameters()) == 14_714_688 + 102_764_544 + 16_781_312 + 86_037 + 21 * 21 * 64 * 64
 
 
+@pytest.mark.timeout(300)
 @torch.no_grad()
 def test_vgg16_crop_offsets(vgg_heads):
     """The final output is upscore[..., 31:31+H, 31:31+W] (FCN-8s), 19 (FCN-32s), 27 (FCN-16s); the
@@ -264,6 +269,7 @@ def test_load_torchvision_resnet_pth(tmp_path, name):
         assert torch.equal(got[k], v), k
 
 
+@pytest.mark.timeout(300)
 def test_load_torchvision_vgg16_pth(tmp_path, fast_init):
     # torchvision vgg16 names: features.{0,2,5,...,28}, classifier.{0,3,6}; classifier.0/3 become fc6/fc7.
     g = torch.Generator().manual_seed(1)

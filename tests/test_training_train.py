@@ -75,6 +75,7 @@ def _with_dropout(monkeypatch):
     return used
 
 
+@pytest.mark.timeout(300)
 def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
     """Bit-exact resume on a model with dropout: torch's RNG is re-seeded per epoch, not stored."""
     used = _with_dropout(monkeypatch)
@@ -108,6 +109,7 @@ def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
     assert a["score_fr.weight"].abs().sum() > 0
 
 
+@pytest.mark.timeout(300)
 def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     out = tmp_path / "k.pt"
     last = last_path_for(out)
@@ -217,6 +219,7 @@ def test_lr_schedule():
     assert lr_at(warm, 0.05) == pytest.approx(0.5 * 0.95 ** 0.9)
 
 
+@pytest.mark.timeout(300)
 def test_ddp_two_cpu_processes_gloo(tmp_path):
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
