@@ -13,12 +13,14 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fcn_deploy._util import cli_parser
+
     from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
     from fcn_deploy.export.precision import (
         CALIB_FORMATS, CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE, INT8_TARGETS,
     )
 
-    p = argparse.ArgumentParser(
+    p = cli_parser(
         prog="fcn-export",
         description="Export an fcn-deploy checkpoint to ONNX (dynamic batch/height/width, metadata, "
         "parity check against PyTorch), or check an ONNX file for TensorRT readiness.",

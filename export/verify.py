@@ -413,7 +413,9 @@ def verify_onnx(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(
         prog="fcn-verify",
         description="Check an exported ONNX against the PyTorch checkpoint it came from "
         "(relative L2 error, max abs error, pixel-label agreement per size).",
