@@ -14,8 +14,11 @@ The real tree is never touched: the tracked and untracked-but-not-ignored files 
 a folder under the system temp dir, the copy's ``fcn_deploy`` gets links to its own
 ``training/``, ``export/`` and ``benchmarks/`` (the installed package layout) and is put first
 on PYTHONPATH, so the venv's editable install (pointing at the real tree) is shadowed. Each
-run first checks that the copy is what gets imported and that the listed tests pass there
-unmutated (a test that fails anyway proves nothing).
+run first checks that the copy is what gets imported, that every mutation applies, and that
+the listed tests pass there unmutated (one run of them all; a test that fails anyway proves
+nothing, its mutants are reported BROKEN).
+
+Each mutant's tests run without -x, so the report names every listed test that caught it.
 
 Exit status: 0 when every mutation is caught, 1 when one is not, 2 on a broken table.
 """
@@ -113,14 +116,25 @@ def check_imports_copy(root: Path, python: str) -> None:
 
 
 def run_tests(root: Path, python: str, tests: list, timeout: float) -> tuple:
-    cmd = [python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    """(exit status, the node ids that failed or errored, the last output line, seconds)."""
+    cmd = [python, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout)
-        rc, tail = p.returncode, (p.stdout + p.stderr).strip().splitlines()[-1:] or [""]
-    except subprocess.TimeoutExpired:
-        rc, tail = -1, [f"timed out after {timeout:g} s"]
-    return rc, tail[0], time.perf_counter() - t0
+        rc, out = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = -1, f"timed out after {timeout:g} s"
+    failed = []
+    for line in out.splitlines():
+        for tag in ("FAILED ", "ERROR "):
+            if line.startswith(tag):
+                failed.append(line[len(tag):].split(" - ")[0].strip())
+    tail = (out.strip().splitlines() or [""])[-1]
+    return rc, failed, tail, time.perf_counter() - t0
+
+
+def _matches(node: str, listed: str) -> bool:
+    return node == listed or node.startswith(listed + "[") or node.startswith(listed + "::")
 
 
 def main(argv=None) -> int:
@@ -128,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("-k", dest="select", help="only mutants whose id contains this text")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--table", type=Path, default=TABLE)
-    ap.add_argument("--timeout", type=float, default=600, help="seconds per test run (default %(default)s)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per test run (default %(default)s)")
     ap.add_argument("--markdown", type=Path, help="also write the result table (markdown) to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = ap.parse_args(argv)
@@ -150,21 +164,33 @@ def main(argv=None) -> int:
         root = tmp / "repo"
         make_copy(root)
         check_imports_copy(root, python)
-        print(f"copy of {REPO.name} at {root}; {len(mutants)} mutants", flush=True)
+        for m in mutants:  # every mutation applies (fail early on a stale table)
+            apply_edits(root, m["edits"])
+            restore(root, m["edits"])
+        union = sorted({t for m in mutants for t in m["tests"]})
+        print(f"copy of {REPO.name} at {root}; {len(mutants)} mutants; unmutated run of {len(union)} tests", flush=True)
+        rc0, failed0, tail0, s0 = run_tests(root, python, union, args.timeout)
+        print(f"unmutated: {tail0} ({s0:.0f} s)", flush=True)
+        if rc0 not in (0, 1):
+            raise TableError(f"the unmutated test run did not complete (exit {rc0}): {tail0}")
         for m in mutants:
-            rc0, tail0, s0 = run_tests(root, python, m["tests"], args.timeout)
-            if rc0 != 0:
-                rows.append((m, "BROKEN", f"tests fail unmutated: {tail0}", s0))
-                print(f"BROKEN      {m['id']}: the tests fail without the mutation ({tail0})", flush=True)
+            broken = [t for t in m["tests"] if any(_matches(f, t) for f in failed0)]
+            if broken:
+                rows.append((m, "BROKEN", [], f"fails unmutated: {', '.join(broken)}", 0.0))
+                print(f"BROKEN      {m['id']}: {', '.join(broken)} fail without the mutation", flush=True)
                 continue
             try:
                 apply_edits(root, m["edits"])
-                rc, tail, s = run_tests(root, python, m["tests"], args.timeout)
+                rc, failed, tail, s = run_tests(root, python, m["tests"], args.timeout)
             finally:
                 restore(root, m["edits"])
-            caught = rc != 0
-            rows.append((m, "caught" if caught else "NOT CAUGHT", tail, s))
-            print(f"{'caught    ' if caught else 'NOT CAUGHT'}  {m['id']}: {tail} ({s:.0f} s)", flush=True)
+            if rc in (0, 1) or rc == -1:
+                result = "caught" if rc != 0 else "NOT CAUGHT"
+            else:
+                result = f"BROKEN (pytest exit {rc})"
+            rows.append((m, result, failed, tail, s))
+            by = ", ".join(failed) if failed else ("timeout" if rc == -1 else "-")
+            print(f"{result:<10}  {m['id']}: caught by {by} ({s:.0f} s)", flush=True)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -180,10 +206,12 @@ def main(argv=None) -> int:
 
 def markdown(rows) -> str:
     head = (f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or '?'} "
-            f"({platform.machine()}, Python {platform.python_version()}); load average {os.getloadavg()[0]:.2f}\n\n")
-    lines = ["| mutation | defect it stands for | tests that must catch it | result |", "| --- | --- | --- | --- |"]
-    for m, result, tail, s in rows:
-        tests = "<br>".join(f"`{t}`" for t in m["tests"])
+            f"({platform.machine()}, Python {platform.python_version()}); load average at the end "
+            f"{os.getloadavg()[0]:.2f}\n\n")
+    lines = ["| mutation | defect it stands for | tests that caught it | result |", "| --- | --- | --- | --- |"]
+    for m, result, failed, tail, s in rows:
+        shown = failed or m["tests"]
+        tests = "<br>".join(f"`{t.replace('tests/', '')}`" for t in shown)
         lines.append(f"| `{m['id']}` | {m['why']} | {tests} | {result} ({s:.0f} s) |")
     return head + "\n".join(lines) + "\n"
 
