@@ -117,7 +117,8 @@ def test_atonce_scales_the_skips_before_scoring(vgg_heads):
 @pytest.mark.slow
 @torch.no_grad()
 def test_vgg16_output_shapes_voc_size(vgg_heads):
-    # 500x375 (W x H), the PASCAL VOC size; one backbone forward (~10 s on 2 cores) for the 4 heads.
+    # Slow: 500x375 (W x H), the PASCAL VOC size; one backbone forward (~10-20 s on 2 cores) for the
+    # 4 heads. The default run checks the same heads at 97x131 (test_vgg16_output_shapes_small).
     models = vgg_heads
     x = torch.zeros(1, 3, 375, 500)
     for arch, m in models.items():
