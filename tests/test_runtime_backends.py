@@ -67,7 +67,7 @@ def test_auto_rule():
     ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n", "amd"),
     ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n", "arm"),
     ("processor\t: 0\nvendor_id\t: HygonGenuine\n", "hygongenuine"),
-])
+], ids=["intel", "amd", "arm", "other"])
 def test_cpu_vendor_reads_proc_cpuinfo(monkeypatch, cpuinfo, vendor):
     import builtins
     import io
