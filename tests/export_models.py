@@ -56,27 +56,31 @@ def trained_model(arch: str, backbone: str, num_classes: int = 3, *, steps: int 
         loss.backward()
         opt.step()
     model.eval()
-    _center_scores(model, x[:1] if backbone == "vgg16" else x)
+    # Centred over the training images and one held-out image of another size (the one
+    # logits_vary probes), so the label map varies on inputs the model was not fitted to.
+    probe = torch.from_numpy(normalize(random_rgb(1, 48, 64, seed=7), info))
+    _center_scores(model, [x[:1] if backbone == "vgg16" else x, probe])
     assert float(model.score_fr.weight.detach().abs().sum()) > 0, "score layer still zero"
     return model, info
 
 
-def _center_scores(model, x) -> None:
-    """Set each score layer's bias so its output has mean zero per class over ``x`` (eval mode):
-    a few steps from scratch leave one class ahead at every pixel (the score layers see a large
-    common feature component), and a constant label map proves nothing. Centred, the label
-    map follows the per-pixel features."""
+def _center_scores(model, xs) -> None:
+    """Set each score layer's bias so its output has mean zero per class over the inputs ``xs``
+    (eval mode; the means of each input averaged): a few steps from scratch leave one class ahead
+    at every pixel (the score layers see a large common feature component), and a constant label
+    map proves nothing. Centred, the label map follows the per-pixel features."""
     import torch
 
     convs = {n: m for n, m in model.named_modules() if n.startswith("score") and isinstance(m, torch.nn.Conv2d)}
-    seen = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.mean((0, 2, 3))))
+    seen = {n: [] for n in convs}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen[n].append(out.mean((0, 2, 3))))
              for n, m in convs.items()]
     try:
         with torch.no_grad():
-            model(x)
+            for x in xs:
+                model(x)
             for n, m in convs.items():
-                m.bias -= seen[n]
+                m.bias -= torch.stack(seen[n]).mean(0)
     finally:
         for h in hooks:
             h.remove()
@@ -85,7 +89,7 @@ def _center_scores(model, x) -> None:
     # bilinear upsampling unchanged inside the map).
     with torch.no_grad():
         for _ in range(2):
-            model.score_fr.bias -= model(x).mean((0, 2, 3))
+            model.score_fr.bias -= torch.stack([model(x).mean((0, 2, 3)) for x in xs]).mean(0)
 
 
 def logits_vary(model, info, hw=(48, 64)) -> bool:
