@@ -12,7 +12,7 @@ CAMVID ?=
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-slow clean gpu-check results
+.PHONY: venv demo test test-slow mutants clean gpu-check results
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -27,13 +27,22 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PYTHON) -m fcn_deploy.benchmarks.demo --out $(DEMO_OUT) $(if $(CAMVID),--camvid $(CAMVID),)
 
+# --durations=20: the slowest tests in every run's output (CI's too), so a slow new test shows.
 test: venv
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 # The long checks: every arch x backbone (VGG16 included) exported and verified at 97x131,
 # 360x480 and 500x375, batch 1 and 2.
 test-slow: venv
 	FCN_DEPLOY_SLOW=1 $(PYTHON) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# The mutation check (slow, not part of `make test`): each mutation in tools/mutants.toml applied
+# to a temporary copy of the repo, the tests meant to catch it run there; prints caught / NOT CAUGHT.
+# `make mutants MUTANTS_ARGS="-k verify"` runs a subset.
+MUTANTS_ARGS ?=
+mutants: venv
+	$(PYTHON) tools/mutants.py $(MUTANTS_ARGS)
+
 
 # On a fresh NVIDIA machine (driver, CUDA toolkit for pycuda's build): its own venv with the
 # `gpu` extra only (onnxruntime-gpu, never beside the CPU onnxruntime), then one line per check.

@@ -295,7 +295,9 @@ def run_benchmark(specs: Sequence[TargetSpec], config: BenchConfig, *, progress=
 # -- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(
         prog="fcn-bench",
         description="Benchmark FCN inference (latency, throughput, memory), alone or side by side.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

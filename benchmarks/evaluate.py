@@ -313,7 +313,9 @@ def _pil_heatmap(norm: np.ndarray, class_names, path, cell: int = 24) -> None:
 # -- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-eval", description="Score a model (checkpoint, ONNX or TensorRT plan) on a labelled split.")
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(prog="fcn-eval", description="Score a model (checkpoint, ONNX or TensorRT plan) on a labelled split.")
     p.add_argument("--model", required=True, help="model.pt (PyTorch), model.onnx or model.plan")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset root")
     p.add_argument("--format", dest="fmt", default="camvid", choices=datasets.FORMATS, help="dataset layout")

@@ -14,12 +14,14 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fcn_deploy._util import cli_parser
+
     from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
     from fcn_deploy.export.precision import (
         CALIB_FORMATS, CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE, INT8_TARGETS,
     )
 
-    p = argparse.ArgumentParser(
+    p = cli_parser(
         prog="fcn-export",
         description="Export an fcn-deploy checkpoint to ONNX (dynamic batch/height/width, metadata, "
         "parity check against PyTorch), or check an ONNX file for TensorRT readiness.",
@@ -120,17 +122,18 @@ def _main(argv=None) -> int:
     if not ckpt.is_file():
         raise FcnError(f"checkpoint not found: {ckpt}")
     t0 = time.perf_counter()
+    reports: list = []
     out = export_onnx(
         ckpt, args.output, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
         batch=batch, static_hw=parse_size(args.static) if args.static else None, calib=calib,
         verify=not args.no_verify, verify_sizes=parse_sizes(args.verify_sizes) if args.verify_sizes else None,
-        fp16_io=args.fp16_io, progress=True,
+        fp16_io=args.fp16_io, progress=True, reports=reports,
     )
     seconds = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in (out, out.with_name(out.name + ".data")) if f.exists())
     report = check_trt(out)
     print(f"wrote {out} ({size / 1e6:.1f} MB, {args.precision}, output {args.output_kind}) in {seconds:.1f} s"
-          + ("" if args.no_verify else ", parity verified"))
+          + _parity_words(args.no_verify, reports))
     print(report.format().splitlines()[-1])
     if calib is not None and calib.target == "cpu":
         print("  (--int8-target cpu: uint8 activations for onnxruntime/OpenVINO on CPU; export with the "
@@ -153,6 +156,15 @@ def _adopt(args) -> int:
                         output_name=args.output_name)
     print(report.format())
     return 0
+
+
+def _parity_words(skipped: bool, reports: list) -> str:
+    if skipped:
+        return ""
+    if reports and all(r.verified for r in reports):
+        return ", parity verified"
+    status = reports[-1].status if reports else "NOT VERIFIED: no parity report"
+    return f", parity {status.replace('NOT VERIFIED', 'NOT verified')}"
 
 
 def main(argv=None) -> int:

@@ -259,6 +259,7 @@ def export_onnx(
     verify_engine: Optional[str] = None,
     fp16_io: bool = False,
     progress: bool = False,
+    reports: Optional[list] = None,
 ) -> Path:
     """Export ``source`` (checkpoint path or ``(model, ModelInfo)``) to ``output`` (.onnx).
 
@@ -268,7 +269,9 @@ def export_onnx(
     ``verify``: compare with PyTorch before the file is renamed into place (sizes
     ``verify_sizes``, default 97x131 and 375x500, batch 1 and 2; a static export at its size;
     ``verify_engine`` picks the CPU execution, see verify.ENGINES). ``fp16_io``: float16 input
-    and output for an fp16 export (default float32 I/O).
+    and output for an fp16 export (default float32 I/O). ``reports``: a list the parity
+    check's :class:`~fcn_deploy.export.verify.VerifyReport` is appended to (its ``verified``
+    is False for a model with constant output, whose check proves nothing).
     Returns the output path. Raises FcnError on bad input or a failed check.
     """
     import onnx
@@ -316,6 +319,8 @@ def export_onnx(
         proto.producer_version = _tool_version().split()[-1]
         set_metadata(proto, info)
 
+        sink = reports  # check() has its own local 'reports'
+
         def check(tmp_path: Path) -> None:
             check_onnx_file(tmp_path)
             if not verify:
@@ -345,6 +350,10 @@ def export_onnx(
                 seconds=sum(r.seconds for r in reports),
             )
             log.info("%s", report.format())
+            if sink is not None:
+                sink.append(report)
+            if report.passed and not report.verified:
+                log.warning("parity check of %s proves nothing: %s", output, report.status)
             if not report.passed:
                 raise FcnError(
                     f"exported ONNX does not match PyTorch ({precision}): " + "; ".join(report.failures)

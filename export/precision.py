@@ -453,7 +453,9 @@ def quantize_int8(model, info, calib: CalibConfig, *, work_dir, progress: bool =
         # Conv and its ReLU, none on the upsampled logits).
         "OpTypesToExcludeOutputQuantization": list(OUTPUT_FLOAT_OP_TYPES),
         "WeightSymmetric": True,
-        "QDQOpTypePerChannelSupportToAxis": dict(WEIGHT_AXIS),
+        # No "QDQOpTypePerChannelSupportToAxis": onnxruntime's Conv/ConvTranspose quantizer
+        # (quantization/operators/conv.py; 1.32 here) ignores it and uses its own default
+        # axis (0 Conv, 1 ConvTranspose: WEIGHT_AXIS). check_qdq checks the axis in the file.
         "CalibPercentile": float(calib.percentile),
         # Collect in chunks so histogram calibration holds a few images' tensors at a time
         # (onnxruntime requires the count to be divisible by the chunk size).

@@ -12,6 +12,12 @@ images resized to the size. Per size and input kind the report holds:
 
 Default tolerances come from the precision written in the ONNX metadata (see
 :data:`DEFAULT_TOLERANCES`). ``fcn-verify`` exits 1 and names each miss.
+
+A PyTorch model whose logits do not vary over the pixels (zero score layers: an untrained
+model) makes every comparison pass and proves nothing. Such a case is marked ``constant``; the
+report is then "NOT VERIFIED: constant output" (:attr:`VerifyReport.verified` is False while
+:attr:`VerifyReport.passed` may be True), ``fcn-verify`` exits 1 and ``fcn-export`` says
+"parity NOT verified" instead of "parity verified".
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class CaseResult:
     agreement: float
     failures: Tuple[str, ...] = ()
     counted: bool = True  # False: reported only (random inputs of an int8 model checked on images)
+    constant: bool = False  # the PyTorch logits do not vary over the pixels: this case proves nothing
 
     @property
     def passed(self) -> bool:
@@ -76,7 +83,10 @@ class CaseResult:
         if self.rel_l2 is not None:
             parts.append(f"rel_l2={self.rel_l2:.3g} max_abs={self.max_abs:.3g}")
         parts.append(f"agreement={100 * self.agreement:.4f}%")
-        if not self.failures:
+        if self.constant:
+            parts.append("NOT VERIFIED (constant PyTorch output)" + (" and FAIL (" + "; ".join(self.failures) + ")"
+                                                                   if self.failures and self.counted else ""))
+        elif not self.failures:
             parts.append("ok")
         elif self.counted:
             parts.append("FAIL (" + "; ".join(self.failures) + ")")
@@ -100,12 +110,31 @@ class VerifyReport:
         return all(c.passed for c in self.cases)
 
     @property
+    def constant_output(self) -> bool:
+        """Some case's PyTorch logits were constant over the pixels (zero score layers?)."""
+        return any(c.constant for c in self.cases)
+
+    @property
+    def verified(self) -> bool:
+        """Passed, and on a model whose output varies: a comparison that means something."""
+        return self.passed and bool(self.cases) and not self.constant_output
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``NOT VERIFIED: constant output``."""
+        if not self.passed:
+            return "FAIL"
+        return "PASS" if self.verified else f"NOT VERIFIED: {CONSTANT_OUTPUT}"
+
+    @property
     def failures(self) -> List[str]:
         return [c.describe() for c in self.cases if not c.passed]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["passed"] = self.passed
+        d["verified"] = self.verified
+        d["status"] = self.status
         return d
 
     def format(self) -> str:
@@ -116,7 +145,7 @@ class VerifyReport:
             f"agreement >= {100 * tol.min_agreement:g}%"
         ]
         lines += ["  " + c.describe() for c in self.cases]
-        lines.append(("PASS" if self.passed else "FAIL") + f" ({len(self.cases)} checks, {self.seconds:.1f} s)")
+        lines.append(self.status + f" ({len(self.cases)} checks, {self.seconds:.1f} s)")
         return "\n".join(lines)
 
 
@@ -253,10 +282,16 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).float().numpy()
 
 
-def _check_logits_vary(logits: np.ndarray) -> None:
-    # A model whose score layers are zero gives constant logits: every comparison would pass.
-    if float(np.ptp(logits)) == 0.0:
-        log.warning("the PyTorch logits are constant (zero score layers?): this check proves little")
+CONSTANT_OUTPUT = "constant output (the PyTorch logits do not vary over the pixels: zero score layers, an untrained model?)"
+
+
+def logits_constant(logits: np.ndarray) -> bool:
+    """True when every class channel of ``logits`` (N, C, H, W) is the same number at every
+    pixel of every image: zero score layers give this, and then any ONNX that outputs the
+    same constant passes every comparison."""
+    x = np.asarray(logits, dtype=np.float64)
+    spread = np.ptp(x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 0, 2).reshape(x.shape[1], -1), axis=1)
+    return bool(np.all(spread <= 1e-7 * max(1.0, float(np.abs(x).max()))))
 
 
 def verify_model(
@@ -318,12 +353,14 @@ def verify_model(
         else:
             x = image_batch(files, nmax, h, w, info, start=i)
         ref = _torch_logits(model, x)
-        _check_logits_vary(ref)
+        constant = logits_constant(ref)
+        if constant:
+            log.warning("%dx%d %s: %s: this check proves nothing", h, w, kind, CONSTANT_OUTPUT)
         for n in batches:
             out = ex.run(np.ascontiguousarray(x[:n]))
             rel, mx, agree = compare(ref[:n], out, info.output)
             cases.append(CaseResult(h, w, n, kind, rel, mx, agree, _failures(rel, agree, tolerances),
-                                    counted=kind != "random" or random_counts))
+                                    counted=kind != "random" or random_counts, constant=constant))
             log.debug(cases[-1].describe())
         if bar is not None:
             bar.update(1)
@@ -376,7 +413,9 @@ def verify_onnx(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(
         prog="fcn-verify",
         description="Check an exported ONNX against the PyTorch checkpoint it came from "
         "(relative L2 error, max abs error, pixel-label agreement per size).",
@@ -419,6 +458,9 @@ def _main(argv=None) -> int:
     if not report.passed:
         for f in report.failures:
             print(f"failed: {f}")
+        return 1
+    if not report.verified:
+        print(f"not verified: {CONSTANT_OUTPUT}")
         return 1
     return 0
 

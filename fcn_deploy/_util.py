@@ -127,6 +127,24 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _cli_parser_class():
+    import argparse
+
+    class _CliParser(argparse.ArgumentParser):
+        """argparse with the house error: a bad flag or a missing argument is one line
+        ``error: ...`` on stderr and exit 2 (through :func:`run_cli`), not usage + message."""
+
+        def error(self, message):
+            raise FcnError(f"{message} (see {self.prog} --help)")
+
+    return _CliParser
+
+
+def cli_parser(**kwargs):
+    """An ``argparse.ArgumentParser`` whose errors are one ``error:`` line (see run_cli)."""
+    return _cli_parser_class()(**kwargs)
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
     """Run a CLI body: FcnError (and Ctrl-C) become one line on stderr and a non-zero exit."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")

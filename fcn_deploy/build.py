@@ -72,7 +72,9 @@ class PrecisionPlan:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(
         prog="fcn-build",
         description="Build a TensorRT engine (.plan) and its JSON sidecar from an fcn-deploy ONNX model.",
     )

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
     p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files and/or folders (searched recursively); or one video file, URL, camera or image sequence")

@@ -7,6 +7,8 @@ import pytest
 from fcn_deploy.benchmarks import demo
 
 
+@pytest.mark.timeout(300)
+# Slow (~35 s quiet, minutes loaded): every stage of `make demo`; each stage has its own default-run tests.
 @pytest.mark.slow
 def test_demo_quick_runs_every_stage(tmp_path, capsys):
     pytest.importorskip("torch")

@@ -123,6 +123,12 @@ def test_reference_agreement_against_direct_computation(setup, checkpoint):
     r = res.reference
     assert 0.0 < agree < 1.0  # two unrelated models: a real, non-trivial agreement figure
     assert r["label_agreement"] == pytest.approx(agree)
+    # ... and over the scored pixels only (void, label 11, left out), by value.
+    same = sum(int(((p == q) & (lab < CAMVID_N)).sum()) for p, q, lab in zip(preds, ref_preds, labels))
+    scored = sum(int((lab < CAMVID_N).sum()) for lab in labels)
+    assert 0 < scored < sum(lab.size for lab in labels)  # some void pixels: the two figures differ
+    assert r["label_agreement_scored"] == pytest.approx(same / scored)
+    assert r["label_agreement_scored"] != pytest.approx(r["label_agreement"], abs=1e-9)
     assert r["metrics"]["mean_iu"] == pytest.approx(ref_scores["mean_iu"])
     assert r["mean_iu_delta"] == pytest.approx(res.mean_iu - ref_scores["mean_iu"])
     assert set(r) == {"model", "device", "metrics", "label_agreement", "label_agreement_scored", "mean_iu_delta"}

@@ -18,7 +18,6 @@ from fcn_deploy.export.cli import main as export_main  # noqa: E402
 from fcn_deploy.export.verify import main as verify_main  # noqa: E402
 from fcn_deploy.training.checkpoint import save_checkpoint  # noqa: E402
 
-SLOW = pytest.mark.skipif(not os.environ.get("FCN_DEPLOY_SLOW"), reason="slow: set FCN_DEPLOY_SLOW=1")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +50,22 @@ def test_export_then_verify(tmp_path, ckpt, capsys):
     data = json.loads(report.read_text())
     assert data["passed"] and data["precision"] == "fp32" and len(data["cases"]) == 4
     assert all(c["rel_l2"] <= 1e-5 and c["agreement"] >= 0.9999 for c in data["cases"])
+
+
+def test_untrained_checkpoint_is_not_called_verified(tmp_path, capsys):
+    from fcn_deploy.training.models import build_model
+
+    from export_models import info_for
+
+    ck = tmp_path / "untrained.pt"
+    save_checkpoint(ck, build_model("fcn8s", "resnet18", 3), info_for("fcn8s", "resnet18"))
+    out = tmp_path / "u.onnx"
+    assert export_main([str(ck), str(out), "--verify-sizes", "33x41"]) == 0
+    text = capsys.readouterr().out
+    assert "parity NOT verified: constant output" in text and "parity verified" not in text
+    assert verify_main([str(ck), str(out), "--sizes", "33x41"]) == 1
+    text = capsys.readouterr().out
+    assert "NOT VERIFIED: constant output" in text and "not verified: constant output" in text
 
 
 def test_verify_fails_against_other_weights(tmp_path, ckpt, capsys):
@@ -237,7 +252,7 @@ def test_verify_rejects_foreign_and_truncated_onnx(tmp_path, ckpt, capsys):
     _one_line_error(capsys, "no fcn-deploy metadata")
 
 
-@SLOW
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 def test_full_vgg16_fcn8s_export_time(tmp_path, capsys):
     """The README target: fcn-export of the full VGG16 FCN-8s (random weights) under 60 s."""

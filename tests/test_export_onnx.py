@@ -19,7 +19,6 @@ from fcn_deploy.export.verify import verify_model, verify_onnx  # noqa: E402
 from fcn_deploy.modelinfo import ModelInfo  # noqa: E402
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-SLOW = pytest.mark.skipif(not os.environ.get("FCN_DEPLOY_SLOW"), reason="slow: set FCN_DEPLOY_SLOW=1")
 
 
 def _dims(vi):
@@ -29,16 +28,19 @@ def _dims(vi):
 def _check_fp32(model, info, path, sizes=((97, 131),)):
     assert logits_vary(model, info)
     report = verify_onnx((model, info), path, sizes=sizes, batch=2)
-    assert report.passed, report.format()
+    assert report.passed and report.verified and report.status == "PASS", report.format()
     assert {c.batch for c in report.cases} == {1, 2}
     assert all(c.rel_l2 is not None and c.rel_l2 <= 1e-5 for c in report.cases)
     return report
 
 
-# ResNet-18 x every arch and ResNet-34 FCN-8s run by default; ResNet-34 x the other archs and
-# VGG16 x every arch (a 537 MB model: ~20 s per export here) are gated behind FCN_DEPLOY_SLOW=1.
-RESNET_CASES = [(a, "resnet18") for a in ARCHS] + [("fcn8s", "resnet34")] + [
-    pytest.param(a, "resnet34", marks=[SLOW, pytest.mark.slow]) for a in ARCHS if a != "fcn8s"
+# ResNet-18 and ResNet-34 FCN-8s and VGG16 FCN-8s at 97x131 run by default; the other archs and
+# VGG16 x every arch at three sizes (a 537 MB model: ~20 s per export here) are slow
+# (FCN_DEPLOY_SLOW=1, make test-slow).
+# (Every registered arch is exported and checked at ResNet-18 by default in test_contract_models.py;
+# here the metadata, axes and ops of the export are pinned on FCN-8s, the others are slow.)
+RESNET_CASES = [("fcn8s", "resnet18"), ("fcn8s", "resnet34")] + [
+    pytest.param(a, b, marks=pytest.mark.slow) for b in ("resnet18", "resnet34") for a in ARCHS if a != "fcn8s"
 ]
 
 
@@ -60,15 +62,22 @@ def test_fp32_export_verifies_resnets(tmp_path, arch, backbone):
     assert len(back.source_sha256) == 64 and back.tool_version.startswith("fcn-deploy ")
 
 
-@SLOW
-@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_fp32_export_verifies_vgg16_fcn8s(tmp_path):
-    model, info = trained_model("fcn8s", "vgg16", steps=1, hw=(32, 32))
-    out = export_onnx((model, info), tmp_path / "vgg.onnx", verify=False)
-    _check_fp32(model, info, out)
+    """The paper-faithful VGG16 FCN-8s (pad 100, unpadded deconvs, crops 5/9/31) exported and
+    checked at the odd size 97x131, batch 1 and 2, in the default run: export_onnx's own check
+    (on the file before it is renamed into place; verify_onnx would parse the 537 MB file again).
+    Random score layers, no SGD step through VGG16: the cost is the export and the forwards."""
+    model, info = trained_model("fcn8s", "vgg16", steps=0, hw=(48, 64))
+    assert logits_vary(model, info)
+    reports = []
+    out = export_onnx((model, info), tmp_path / "vgg.onnx", verify_sizes=[(97, 131)], reports=reports)
+    assert out.is_file() and len(reports) == 1
+    report = reports[0]
+    assert report.verified and [(c.height, c.width, c.batch) for c in report.cases] == [(97, 131, 1), (97, 131, 2)], report.format()
+    assert all(c.rel_l2 <= 1e-5 and c.agreement >= 0.9999 for c in report.cases)
 
 
-@SLOW
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fp32_export_verifies_vgg16_all_sizes(tmp_path, arch):
@@ -77,7 +86,6 @@ def test_fp32_export_verifies_vgg16_all_sizes(tmp_path, arch):
     _check_fp32(model, info, out, sizes=((97, 131), (360, 480), (500, 375)))
 
 
-@SLOW
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet34"])
 def test_fp32_export_verifies_resnet_large_sizes(tmp_path, backbone):
@@ -164,11 +172,50 @@ def test_failed_check_leaves_nothing_and_keeps_old_file(tmp_path, r18, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-def test_zero_score_layers_are_caught_by_the_helper():
+def test_zero_score_layers_are_caught_by_the_helper(r18):
     from fcn_deploy.training.models import build_model
 
     model = build_model("fcn8s", "resnet18", 3).eval()
     assert not logits_vary(model, info_for("fcn8s", "resnet18"))
+    # A model whose logits vary but whose label map is one class everywhere is refused too.
+    trained, info = r18
+    assert logits_vary(trained, info)
+    with torch_no_grad():
+        trained.score_fr.bias[0] += 1e3
+        try:
+            assert not logits_vary(trained, info)
+        finally:
+            trained.score_fr.bias[0] -= 1e3
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def test_constant_output_is_reported_not_verified(tmp_path, caplog):
+    """Zero score layers (an untrained model) give constant logits: any ONNX giving that constant
+    would pass, so the check says NOT VERIFIED instead of PASS (and export says so)."""
+    from fcn_deploy.export.verify import logits_constant
+    from fcn_deploy.training.models import build_model
+
+    model = build_model("fcn8s", "resnet18", 3).eval()
+    info = info_for("fcn8s", "resnet18")
+    reports = []
+    caplog.set_level("WARNING")
+    out = export_onnx((model, info), tmp_path / "z.onnx", verify_sizes=[(33, 41)], reports=reports)
+    assert out.is_file() and len(reports) == 1
+    rep = reports[0]
+    assert rep.passed and not rep.verified and rep.constant_output
+    assert rep.status.startswith("NOT VERIFIED: constant output")
+    assert rep.format().splitlines()[-1].startswith("NOT VERIFIED: constant output")
+    assert all(c.constant for c in rep.cases) and "NOT VERIFIED" in rep.cases[0].describe()
+    assert rep.to_dict()["verified"] is False and rep.to_dict()["status"] == rep.status
+    assert "proves nothing" in caplog.text
+    # The same check on a trained model: verified.
+    assert not logits_constant(np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4))
+    assert logits_constant(np.broadcast_to(np.array([1.0, -2.0])[None, :, None, None], (2, 2, 5, 7)))
 
 
 def test_bad_arguments_and_outputs(tmp_path, r18):

@@ -174,6 +174,7 @@ def _int8_weights(m):
             if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
 
 
+@pytest.mark.timeout(300)
 def test_int8_cpu_target_runs_integer_convolutions_in_onnxruntime(tmp_path, r18, image_dir):
     """The TensorRT layout (int8, zero point 0) leaves every Conv followed by a Relu in float on
     onnxruntime x86 (the Relu cannot fold into a zero-point-0 Q); the cpu target (uint8
@@ -214,6 +215,7 @@ def test_int8_cpu_target_runs_integer_convolutions_in_onnxruntime(tmp_path, r18,
         CalibConfig(**base, target="arm")
 
 
+@pytest.mark.timeout(300)
 def test_int8_keep_float_patterns(tmp_path, r18, image_dir):
     """--keep-float: named nodes (exact or fnmatch) stay float on top of the head and stem; the
     TensorRT layout rules still hold; a pattern matching nothing is one clear error."""
@@ -242,6 +244,7 @@ def test_int8_keep_float_patterns(tmp_path, r18, image_dir):
         CalibConfig(data=image_dir, keep_float=("",))
 
 
+@pytest.mark.timeout(300)
 def test_int8_entropy_and_percentile_calibration(tmp_path, r18, image_dir):
     for method in ("entropy", "percentile"):
         calib = CalibConfig(data=image_dir, format="images", images=2, method=method, size=(32, 48))

@@ -62,10 +62,52 @@ def test_auto_rule():
         choose("m.onnx", ort_installed=False, openvino_installed=False, vendor="intel")
 
 
-def test_this_machine_auto_choice_is_explained():
-    vendor = backends.cpu_vendor()
-    assert vendor in ("intel", "amd", "arm", "unknown") or vendor
-    expected = "openvino" if vendor == "intel" and backends.is_installed("openvino") else "onnxruntime"
+@pytest.mark.parametrize("cpuinfo, vendor", [
+    ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n", "intel"),
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n", "amd"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n", "arm"),
+    ("processor\t: 0\nvendor_id\t: HygonGenuine\n", "hygongenuine"),
+], ids=["intel", "amd", "arm", "other"])
+def test_cpu_vendor_reads_proc_cpuinfo(monkeypatch, cpuinfo, vendor):
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def fake_open(path, *a, **k):
+        if str(path) == "/proc/cpuinfo":
+            return io.StringIO(cpuinfo)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert backends.cpu_vendor() == vendor
+
+
+def test_this_machines_vendor():
+    # Read here by hand: the vendor_id line of /proc/cpuinfo names the CPU maker.
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    ids = {ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("vendor_id")}
+    known = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+    if len(ids) != 1 or next(iter(ids)) not in known:
+        pytest.skip(f"vendor_id {ids} is neither Intel nor AMD")
+    assert backends.cpu_vendor() == known[next(iter(ids))]
+
+
+@pytest.mark.parametrize("vendor, providers, openvino, expected", [
+    ("intel", CPU_ONLY, True, "openvino"),
+    ("amd", CPU_ONLY, True, "onnxruntime"),
+    ("intel", GPU_ORT, True, "onnxruntime"),
+    ("intel", CPU_ONLY, False, "onnxruntime"),
+])
+def test_auto_choice_reads_this_machines_facts(monkeypatch, vendor, providers, openvino, expected):
+    """Without keyword facts, choose_backend asks cpu_vendor, is_installed and onnxruntime."""
+    ort_mod = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(backends, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(backends, "is_installed", lambda m: m == "onnxruntime" or (m == "openvino" and openvino))
+    monkeypatch.setattr(ort_mod, "get_available_providers", lambda: list(providers))
     assert backends.choose_backend("m.onnx") == expected
 
 

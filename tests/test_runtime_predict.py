@@ -114,11 +114,11 @@ def test_model_errors_exit_2(tmp_path, capsys):
     assert "missing.png: no such file or folder" in capsys.readouterr().err
 
 
-def test_overlay_and_labels_only_are_exclusive(model, tmp_path):
+def test_overlay_and_labels_only_are_exclusive(model, tmp_path, capsys):
     path, _, _, _ = model
-    with pytest.raises(SystemExit) as e:
-        main(["--model", str(path), "x.png", "--out", str(tmp_path), "--overlay", "--labels-only"])
-    assert e.value.code == 2
+    assert main(["--model", str(path), "x.png", "--out", str(tmp_path), "--overlay", "--labels-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not allowed with" in err, err
 
 
 def test_name_clash_is_refused(tmp_path):

@@ -3,6 +3,7 @@ orders, both CPU backends), bad inputs, batching, resize="fit", threads, timing;
 with PyTorch on an exported ResNet-18 FCN-8s (random images and real CamVid val images)."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -246,17 +247,23 @@ def test_four_threads_share_one_segmenter(models, backend):
     barrier = threading.Barrier(4)
 
     def work(t):
+        # Thread t segments lists of t + 1 images: a last_timing shared between threads would
+        # show another thread's batch size.
         try:
             barrier.wait()
             for it in range(10):
-                k = (t * 3 + it) % len(imgs)
-                r = seg.segment(imgs[k], return_confidence=(it % 2 == 0))
-                s = expected[k]
-                top2 = np.sort(s, axis=0)[-2:]
-                clear = (top2[1] - top2[0]) > 1e-4
-                if r.labels.shape != imgs[k].shape[:2] or not np.array_equal(r.labels[clear], s.argmax(0)[clear]):
-                    errors.append((t, it, k))
-                assert seg.last_timing is not None and seg.last_timing.batch == 1
+                ks = [(t * 3 + it + j) % len(imgs) for j in range(t + 1)]
+                rs = seg.segment([imgs[k] for k in ks], return_confidence=(it % 2 == 0))
+                for k, r in zip(ks, rs):
+                    s = expected[k]
+                    top2 = np.sort(s, axis=0)[-2:]
+                    clear = (top2[1] - top2[0]) > 1e-4
+                    if r.labels.shape != imgs[k].shape[:2] or not np.array_equal(r.labels[clear], s.argmax(0)[clear]):
+                        errors.append((t, it, k))
+                time.sleep(0.001)  # let the other threads run their segment() in between
+                lt = seg.last_timing
+                if lt is None or lt.batch != t + 1 or lt.runs != len({imgs[k].shape for k in ks}):
+                    errors.append(("timing", t, it, None if lt is None else (lt.batch, lt.runs)))
                 checked[t] += 1
         except Exception as e:  # pragma: no cover - reported below
             errors.append(repr(e))
@@ -331,6 +338,7 @@ def _assert_torch_parity(labels, logits):
     assert (labels == logits.argmax(0)).mean() > 0.999
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["logits", "labels"])
 def test_labels_equal_pytorch_argmax(exported, kind):
     model, info, paths = exported
@@ -367,3 +375,95 @@ def test_camvid_val_labels_equal_pytorch_argmax(exported, camvid_dir):
         rgb = np.asarray(Image.open(f).convert("RGB"))
         assert r.labels.shape == rgb.shape[:2]
         _assert_torch_parity(r.labels, _torch_logits(model, info, [rgb])[0])
+
+
+# -- TensorRT-only branches, driven by a fake runner on the CPU --------------------------------------
+
+class FakeTrtRunner:
+    """Stands in for TrtRunner: backend "tensorrt", a profile with minimum batch 2, and an infer
+    as strict as an execution context's set_input_shape (a shape outside the profile, a wrong
+    input name or dtype is an error). Computes the tiny 1x1-conv model in numpy."""
+
+    backend = "tensorrt"
+    device = "fake GPU"
+
+    def __init__(self, W, b, profile=((2, 3, 16, 16), (2, 3, 32, 32), (4, 3, 64, 64))):
+        from fcn_deploy.backends.base import TensorSpec, Timing
+
+        self.W, self.b, self._profile, self.fed = W, b, profile, []
+        self._Timing = Timing
+        self._in = [TensorSpec("input", "float32", (-1, 3, -1, -1))]
+        self._out = [TensorSpec("logits", "float32", (-1, W.shape[0], -1, -1))]
+        self.last_timing = None
+
+    def inputs(self):
+        return list(self._in)
+
+    def outputs(self):
+        return list(self._out)
+
+    def profile(self):
+        return self._profile
+
+    def infer(self, feeds):
+        if set(feeds) != {"input"}:
+            raise RuntimeError(f"unknown input tensor(s) {sorted(feeds)}")
+        x = feeds["input"]
+        if x.dtype != np.float32 or x.ndim != 4:
+            raise RuntimeError(f"input must be 4-D float32, got {x.dtype} {x.shape}")
+        lo, _, hi = self._profile
+        if not all(a <= v <= c for a, v, c in zip(lo, x.shape, hi)):
+            raise RuntimeError(f"set_input_shape: {x.shape} outside the profile {lo}..{hi}")
+        self.fed.append(x.shape)
+        y = np.einsum("nchw,kc->nkhw", x, self.W[:, :, 0, 0]) + self.b[None, :, None, None]
+        self.last_timing = self._Timing(total_ms=0.1, compute_ms=0.05, h2d_ms=0.02, d2h_ms=0.03)
+        return {"logits": y.astype(np.float32)}
+
+    def close(self):
+        pass
+
+
+def test_fake_trt_runner_is_strict():
+    W = np.ones((5, 3, 1, 1), np.float32)
+    r = FakeTrtRunner(W, np.zeros(5, np.float32))
+    with pytest.raises(RuntimeError, match="unknown input"):
+        r.infer({"inputs": np.zeros((2, 3, 16, 16), np.float32)})
+    with pytest.raises(RuntimeError, match="outside the profile"):
+        r.infer({"input": np.zeros((1, 3, 16, 16), np.float32)})
+    with pytest.raises(RuntimeError, match="float32"):
+        r.infer({"input": np.zeros((2, 3, 16, 16), np.float64)})
+    assert r.infer({"input": np.zeros((2, 3, 16, 16), np.float32)})["logits"].shape == (2, 5, 16, 16)
+
+
+def test_tensorrt_profile_min_batch_is_padded_and_cut():
+    info = tiny_info(5)
+    rng = np.random.default_rng(4)
+    W, b = rng.normal(size=(5, 3, 1, 1)).astype(np.float32), rng.normal(size=5).astype(np.float32) * 0.1
+    runner = FakeTrtRunner(W, b)
+    seg = Segmenter(runner, info, path="m.plan")
+    assert seg.backend == "tensorrt" and seg.profile.min == (2, 3, 16, 16)
+    img = random_image(20, 24, seed=8)
+    r = seg.segment(img)  # one image: padded to the profile's minimum batch of 2
+    assert runner.fed == [(2, 3, 20, 24)]
+    _agree(r.labels, img, info, W, b)
+    assert seg.last_timing.batch == 1 and seg.last_timing.h2d_ms == pytest.approx(0.02)
+    # Five same-size images with max batch 4: runs of 4 and 1 (padded to 2); results in order.
+    imgs = [random_image(20, 24, seed=i) for i in range(5)]
+    res = seg.segment(imgs)
+    assert runner.fed[1:] == [(4, 3, 20, 24), (2, 3, 20, 24)]
+    for im, rr in zip(imgs, res):
+        _agree(rr.labels, im, info, W, b)
+
+
+def test_tensorrt_profile_errors_name_the_engine_and_fcn_build():
+    info = tiny_info(5)
+    W, b = np.ones((5, 3, 1, 1), np.float32), np.zeros(5, np.float32)
+    seg = Segmenter(FakeTrtRunner(W, b), info, path="m.plan")
+    with pytest.raises(FcnError) as e:
+        seg.segment(random_image(100, 24))
+    msg = str(e.value)
+    assert "outside the engine's profile" in msg and "rebuild the plan with wider fcn-build --min/--max" in msg
+    assert "re-export" not in msg
+    # fit: scaled into the profile, labels back at the image's size.
+    r = seg.segment(random_image(100, 24), resize="fit")
+    assert r.labels.shape == (100, 24)

@@ -72,6 +72,7 @@ def test_resnet_output_shapes_all_archs_all_sizes():
                 assert m(x).shape == (1, 11, h, w), (name, arch, h, w)
 
 
+@pytest.mark.timeout(300)
 @torch.no_grad()
 def test_vgg16_output_shapes_small(vgg_heads):
     models = vgg_heads
@@ -80,10 +81,44 @@ def test_vgg16_output_shapes_small(vgg_heads):
         assert m(x).shape == (1, 21, 97, 131), arch
 
 
+def _score_inputs_and_features(model, x):
+    """(inputs of score_pool4 and score_pool3, the backbone's pool4 and pool3) for one forward."""
+    seen = {}
+    hooks = [getattr(model, n).register_forward_pre_hook(lambda mod, inp, n=n: seen.__setitem__(n, inp[0]))
+             for n in ("score_pool4", "score_pool3")]
+    hooks.append(model.backbone.register_forward_hook(lambda mod, inp, out: seen.__setitem__("feats", out)))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen["score_pool4"], seen["score_pool3"], seen["feats"]["pool4"], seen["feats"]["pool3"]
+
+
+@pytest.mark.timeout(300)
+@torch.no_grad()
+def test_atonce_scales_the_skips_before_scoring(vgg_heads):
+    """FCN-8s at-once (the paper's VGG16 reference): score_pool4 sees pool4 x 0.01 and score_pool3
+    sees pool3 x 0.0001; the staged FCN-8s sees them unscaled. Checked on the VGG16 heads and on
+    ResNet-18."""
+    x = torch.randn(1, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 50
+    resnet = {a: build_model(a, "resnet18", 5).eval() for a in ("fcn8s", "fcn8s-atonce")}
+    for models in (vgg_heads, resnet):
+        s4, s3, p4, p3 = _score_inputs_and_features(models["fcn8s-atonce"], x)
+        assert float(p4.abs().max()) > 0 and float(p3.abs().max()) > 0
+        torch.testing.assert_close(s4, p4 * 0.01, rtol=0, atol=0)
+        torch.testing.assert_close(s3, p3 * 0.0001, rtol=0, atol=0)
+        s4, s3, p4, p3 = _score_inputs_and_features(models["fcn8s"], x)
+        torch.testing.assert_close(s4, p4, rtol=0, atol=0)
+        torch.testing.assert_close(s3, p3, rtol=0, atol=0)
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 @torch.no_grad()
 def test_vgg16_output_shapes_voc_size(vgg_heads):
-    # 500x375 (W x H), the PASCAL VOC size; one backbone forward (~10 s on 2 cores) for the 4 heads.
+    # Slow: 500x375 (W x H), the PASCAL VOC size; one backbone forward (~10-20 s on 2 cores) for the
+    # 4 heads. The default run checks the same heads at 97x131 (test_vgg16_output_shapes_small).
     models = vgg_heads
     x = torch.zeros(1, 3, 375, 500)
     for arch, m in models.items():
@@ -120,6 +155,7 @@ def test_deconv_kernels_are_bilinear_and_frozen(fast_init):
     assert learn.upscore.weight.requires_grad
 
 
+@pytest.mark.timeout(300)
 def test_vgg16_fcn8s_parameter_count(fast_init):
     # Caffe voc-fcn8s / a PyTorch port list 134,489,759 parameters for 21 classes:
     # VGG16 convs 14,714,688 + fc6 102,764,544 + fc7 16,781,312 + score_fr 86,037 + score_pool4 10,773
@@ -131,6 +167,7 @@ def test_vgg16_fcn8s_parameter_count(fast_init):
     assert sum(p.numel() for p in m32.parameters()) == 14_714_688 + 102_764_544 + 16_781_312 + 86_037 + 21 * 21 * 64 * 64
 
 
+@pytest.mark.timeout(300)
 @torch.no_grad()
 def test_vgg16_crop_offsets(vgg_heads):
     """The final output is upscore[..., 31:31+H, 31:31+W] (FCN-8s), 19 (FCN-32s), 27 (FCN-16s); the
@@ -233,6 +270,7 @@ def test_load_torchvision_resnet_pth(tmp_path, name):
         assert torch.equal(got[k], v), k
 
 
+@pytest.mark.timeout(300)
 def test_load_torchvision_vgg16_pth(tmp_path, fast_init):
     # torchvision vgg16 names: features.{0,2,5,...,28}, classifier.{0,3,6}; classifier.0/3 become fc6/fc7.
     g = torch.Generator().manual_seed(1)

@@ -468,7 +468,7 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
 
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
         last_line = time.perf_counter()
-        lr = cfg.lr
+        lr = opt.param_groups[0]["lr"]  # an epoch the budget ends before its first step records the last lr set, not the peak
         for x, y in loader:
             now_elapsed = time.perf_counter() - run_t0
             prog, = _bcast_floats([progress_now(now_elapsed)], d)
