@@ -27,6 +27,16 @@ HEAVY = {
                     "Its FCN-8s export runs by default in test_export_onnx.py, its shapes in test_training_models.py",
     ("*", "resnet34"): "the ResNet-18 heads on a deeper trunk (3x the forward cost); its shapes run by default in "
                        "test_training_models.py and its FCN-8s export in test_export_onnx.py",
+    ("*", "resnet50"): "Bottleneck ResNet-50 trunks (33-47M parameters, 7-10x ResNet-18's forward cost); the "
+                       "torchvision and mmseg layouts are checked against their sources' own outputs by default "
+                       "in test_import_torchvision.py / test_import_mmseg.py on reduced-width fixtures",
+    ("*", "resnet101"): "Bottleneck ResNet-101 trunks (52-66M parameters); see resnet50",
+    ("*", "resnet50v1c"): "mmseg's deep-stem ResNet-50 (47M parameters); see resnet50",
+    ("*", "resnet101v1c"): "mmseg's deep-stem ResNet-101 (66M parameters); see resnet50",
+}
+# Backbones that only exist with build options (import-only layouts): the options used here.
+OPTIONS = {
+    ("tv-fcn", "resnet-custom"): {"blocks": (1, 1, 1, 1), "width_per_group": 16, "expansion": 2},
 }
 MAX_DEFAULT_PARAMS = 30_000_000
 SIZES = ((33, 47), (64, 80))
@@ -72,7 +82,7 @@ def _built(arch, backbone, n=3):
     """The registered model with its all-zero parameters (zero-initialised score layers) made
     random, in eval mode: outputs that vary, so comparisons mean something."""
     torch.manual_seed(0)
-    model = registry.build_model(arch, backbone, n)
+    model = registry.build_model(arch, backbone, n, **OPTIONS.get((arch, backbone), {}))
     if not _heavy_reason(arch, backbone) and backbone not in CHEAP:
         count = sum(p.numel() for p in model.parameters())
         if count > MAX_DEFAULT_PARAMS:

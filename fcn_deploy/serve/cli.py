@@ -25,7 +25,9 @@ from fcn_deploy.errors import FcnError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-serve", description="Serve fcn-deploy models: Triton repositories and a KServe V2 server.")
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(prog="fcn-serve", description="Serve fcn-deploy models: Triton repositories and a KServe V2 server.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("triton", help="write a Triton model repository (checked against Triton's ModelConfig)")

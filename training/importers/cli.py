@@ -466,16 +466,13 @@ def import_checkpoint(source: str, out: str, *, fmt: str = "auto", arch: Optiona
     return provenance
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, like FcnError
-        raise FcnError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from fcn_deploy.training.importers import importer_names
     from fcn_deploy.training.registry import CONVENTIONS
 
-    p = _Parser(prog="fcn-import", description="Turn a checkpoint made elsewhere into an fcn-deploy checkpoint "
+    from fcn_deploy._util import cli_parser
+
+    p = cli_parser(prog="fcn-import", description="Turn a checkpoint made elsewhere into an fcn-deploy checkpoint "
                 "(then fcn-export / fcn-verify / fcn-eval / fcn-bench use it like one from fcn-train).")
     p.add_argument("source", metavar="SOURCE", help="the foreign checkpoint (.pth/.pt state_dict, wrapped or not; raw formats by suffix)")
     p.add_argument("out", metavar="OUT.pt", help="the fcn-deploy checkpoint to write")
