@@ -315,6 +315,13 @@ def export_onnx(
         proto.producer_name = "fcn-deploy"
         proto.producer_version = _tool_version().split()[-1]
         set_metadata(proto, info)
+        if precision == "int8":
+            # Which Q/DQ layout (runtimes pick a backend by it: fcn_deploy.backends.file_layout).
+            # A JSON string like the other non-name values, so older runtimes read the file too.
+            import json
+
+            p = proto.metadata_props.add()
+            p.key, p.value = "fcn_deploy.int8_target", json.dumps(getattr(calib, "target", "tensorrt"))
 
         def check(tmp_path: Path) -> None:
             check_onnx_file(tmp_path)

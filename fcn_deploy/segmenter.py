@@ -217,7 +217,7 @@ class Segmenter:
         path = Path(path)
         if not path.exists():
             raise FcnError(f"{path}: no such file")
-        name = backends.choose_backend(path, backend)
+        name = backends.choose_backend(path, backend, options=tuple(options))
         cls_ = backends.runner_class(name)
         _check_options(cls_, options, name)
         runner = cls_(path, **options)
