@@ -111,12 +111,22 @@ def choose_backend(
     vendor: Optional[str] = None,
     layout: Optional[Tuple[Optional[str], Optional[str]]] = None,
     options: Sequence[str] = (),
+    log_hint: bool = True,
 ) -> str:
     """The backend that will run ``path``; the keyword arguments exist so the rule can be
     tested with any machine's facts (they default to this machine's; ``layout`` is the file's
     (precision, int8 target), see :func:`file_layout`). ``options``: names of the runner options
     the caller will pass (an auto switch to openvino needs openvino to take all of them).
-    Logs the slow-pairing line of :func:`ort_cpu_hint` where it applies."""
+    Logs the slow-pairing line of :func:`ort_cpu_hint` where it applies (``log_hint=False``:
+    decide only, e.g. to pick options before the real load logs it)."""
+    if not log_hint:
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            return choose_backend(path, requested, ort_installed=ort_installed, ort_providers=ort_providers,
+                                  openvino_installed=openvino_installed, vendor=vendor, layout=layout, options=options)
+        finally:
+            log.setLevel(level)
     suffix = Path(str(path)).suffix.lower()
     if suffix not in (".onnx", ".plan", ".engine"):
         raise FcnError(f"{path}: unknown model file type {suffix or '(none)'}; expected .onnx or .plan")
