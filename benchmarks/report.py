@@ -304,24 +304,33 @@ def write_markdown(report: dict, path) -> None:
 
 
 def write_plot(report: dict, path) -> str:
-    """Median latency (with p90 whiskers) against pixels per image, one line per target and
-    batch. Returns a one-line note saying what was written, or why nothing was."""
+    """The scaling curves, as a PNG: left, median latency (with p90 whiskers) against pixels per
+    image, one line per target and batch; right (when the run has several batch sizes at one
+    resolution), images/s against batch per target: batch / median latency, and the
+    ``--concurrency`` figure where measured. Returns a one-line note saying what was written, or
+    why nothing was."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return "note: matplotlib is not installed, so no plot was written (pip install 'fcn-deploy[plot]')"
     lines: Dict[tuple, list] = {}
+    by_hw: Dict[tuple, Dict[str, list]] = {}
     for r in report["results"]:
         if r["latency_ms"] is None:
             continue
         lines.setdefault((r["target"], r["batch"]), []).append(
             (r["height"] * r["width"], f"{r['height']}x{r['width']}", r["latency_ms"]["median"], r["latency_ms"]["p90"]))
+        by_hw.setdefault((r["height"], r["width"]), {}).setdefault(r["target"], []).append(
+            (r["batch"], r["throughput_ips"], r.get("concurrent_ips")))
     if not lines:
         return "note: no measurements, so no plot was written"
-    fig = Figure(figsize=(8, 5), dpi=100)
+    # The resolution with the most batch sizes gets the img/s panel (needs at least two).
+    hw, curves = max(by_hw.items(), key=lambda kv: max(len(v) for v in kv[1].values()))
+    batch_panel = max(len(v) for v in curves.values()) >= 2
+    fig = Figure(figsize=(13 if batch_panel else 8, 5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(1, 2 if batch_panel else 1, 1)
     ticks = {}
     for (label, batch), pts in lines.items():
         pts.sort()
@@ -335,11 +344,39 @@ def write_plot(report: dict, path) -> str:
     ax.set_xlabel("input resolution H x W (axis: pixels per image)")
     ax.set_ylabel("latency, median ms (whisker: p90)")
     ax.set_yscale("log")
+    if len(ticks) > 1:
+        ax.set_xscale("log")
+        ax.minorticks_off()
     ax.set_xticks(sorted(ticks))
     ax.set_xticklabels([ticks[k] for k in sorted(ticks)], rotation=30)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"fcn-bench on {report['machine']['cpu']} ({report['machine']['cores']} cores)")
+    ax.set_title("latency against resolution")
+    if batch_panel:
+        bx = fig.add_subplot(1, 2, 2)
+        batches_seen = set()
+        for label, pts in curves.items():
+            pts.sort()
+            batches_seen.update(p[0] for p in pts)
+            line = bx.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}")[0]
+            conc = [(p[0], p[2]) for p in pts if p[2]]
+            if conc:
+                k = report["settings"].get("concurrency")
+                bx.plot([c[0] for c in conc], [c[1] for c in conc], marker="s", linestyle="--", color=line.get_color(),
+                        label=f"{label}, {k} in flight")
+        bx.set_xscale("log", base=2)
+        bx.set_xticks(sorted(batches_seen))
+        bx.set_xticklabels([str(b) for b in sorted(batches_seen)])
+        bx.minorticks_off()
+        bx.set_xlabel(f"batch (images per request) at {hw[0]}x{hw[1]}")
+        bx.set_ylabel("images per second")
+        bx.set_yscale("log")
+        bx.grid(True, which="both", alpha=0.3)
+        bx.legend(fontsize=8)
+        bx.set_title("throughput against batch")
+    load = report["machine"].get("load_avg")
+    fig.suptitle(f"fcn-bench on {report['machine']['cpu']} ({report['machine']['cores']} cores), load {load}, "
+                 f"{report['created_utc']}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

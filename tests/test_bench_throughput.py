@@ -64,3 +64,22 @@ def test_predict_throughput_mode_writes_the_same_labels(tmp_path, caplog):
         a = read_label_png(tmp_path / "t" / f"i{i}.png")
         b = read_label_png(tmp_path / "l" / f"i{i}.png")
         assert a.shape == (20 + i, 30) and np.array_equal(a, b)
+
+
+def test_plot_has_the_batch_panel_when_there_are_batches(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from fcn_deploy.benchmarks.report import write_plot
+
+    path = tmp_path / "m.onnx"
+    make_tiny_onnx(path, tiny_info(4))
+    spec = [TargetSpec("onnx", str(path), "onnx:m")]
+    rep = run_benchmark(spec, BenchConfig(shapes=((1, 3, 16, 16), (1, 3, 24, 32), (4, 3, 24, 32)), warmup=0,
+                                          iterations=2, prepost=False, concurrency=2))
+    assert write_plot(rep, tmp_path / "two.png") == f"wrote {tmp_path / 'two.png'}"
+    assert Image.open(tmp_path / "two.png").size == (1300, 500)  # latency panel + img/s-vs-batch panel
+    rep1 = run_benchmark(spec, BenchConfig(shapes=((1, 3, 16, 16), (1, 3, 24, 32)), warmup=0, iterations=2,
+                                           prepost=False))
+    write_plot(rep1, tmp_path / "one.png")
+    assert Image.open(tmp_path / "one.png").size == (800, 500)
