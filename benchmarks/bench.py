@@ -136,6 +136,8 @@ def pixel_batches(shape, *, seed: int, images: Optional[str] = None, pool: int =
 
 def _feeds_for(target: OpenedTarget, batches: List[np.ndarray]) -> List[Dict[str, np.ndarray]]:
     spec = target.runner.inputs()[0]
+    if spec.dtype == "uint8":  # a pixels-in model (fcn-export --input uint8): N x H x W x 3 RGB as they are
+        return [{spec.name: np.ascontiguousarray(b)} for b in batches]
     dtype = np.dtype(spec.dtype) if spec.dtype in ("float32", "float16") else np.float32
     info = target.info or runtime.default_info()
     return [{spec.name: runtime.preprocess(list(b), info, dtype=dtype)} for b in batches]

@@ -83,3 +83,20 @@ def test_plot_has_the_batch_panel_when_there_are_batches(tmp_path):
                                            prepost=False))
     write_plot(rep1, tmp_path / "one.png")
     assert Image.open(tmp_path / "one.png").size == (800, 500)
+
+
+def test_pixels_in_model_is_benchmarked_with_its_pixels(tmp_path):
+    import json as _json
+
+    onnx = pytest.importorskip("onnx")
+    from fcn_deploy.export.onnx_export import uint8_input
+
+    info = tiny_info(4, output="labels")
+    make_tiny_onnx(tmp_path / "f.onnx", info)
+    m = uint8_input(onnx.load(str(tmp_path / "f.onnx")), info)
+    m.metadata_props.add(key="fcn_deploy.input_format", value=_json.dumps("uint8_nhwc"))
+    onnx.save(m, str(tmp_path / "u.onnx"))
+    specs = [TargetSpec("onnx", str(tmp_path / n), f"onnx:{n}") for n in ("f.onnx", "u.onnx")]
+    rep = run_benchmark(specs, BenchConfig(shapes=((2, 3, 24, 32),), warmup=0, iterations=2, settle_ms=0))
+    for r in rep["results"]:
+        assert r["error"] is None and r["pre_ms"] is not None and r["post_ms"] is not None
