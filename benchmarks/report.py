@@ -333,6 +333,8 @@ def write_plot(report: dict, path) -> str:
     ax = fig.add_subplot(1, 2 if batch_panel else 1, 1)
     ticks = {}
     for (label, batch), pts in lines.items():
+        if batch_panel and batch > 1 and len(pts) < 2:
+            continue  # a lone batched point: the img/s panel shows it
         pts.sort()
         xs = [p[0] / 1e6 for p in pts]
         ys = [p[2] for p in pts]
