@@ -381,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prepost", action="store_true", help="skip timing pre/post-processing")
     p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
-    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution and img/s against batch (needs matplotlib)")
     # --formats
     p.add_argument("--data", metavar="DIR", help="dataset for --formats (mean IU per format)")
     p.add_argument("--format", dest="data_format", default="camvid", help="dataset layout for --formats: camvid|voc|folders")
