@@ -10,6 +10,15 @@ Comparison (same inputs, one process, iterations interleaved round-robin; ratios
 
     fcn-bench --compare torch:model.pt onnx:fcn8s.onnx onnx:fcn8s-int8.onnx openvino:fcn8s.onnx
 
+Throughput (``--concurrency K``): after each shape's latency loop, every target also runs K
+requests in flight from K threads (one Segmenter/runner shared, as a server or fcn-predict on a
+folder would) and reports images/s; ``openvino-throughput`` (OpenVINO's THROUGHPUT hint: one
+stream per core) and ``onnx-throughput`` (onnxruntime, one intra-op thread per request, so K
+requests use K cores) are the throughput configurations::
+
+    fcn-bench --compare openvino:m.onnx openvino-throughput:m.onnx onnx:m.onnx onnx-throughput:m.onnx \
+        --shape 1x3x360x480 --shape 4x3x360x480 --concurrency 2
+
 Every target's timed loop sees the same pixels (random uint8 images with a fixed seed, or
 ``--images DIR``), normalised per that model's own convention. Pre- and post-processing are
 timed apart from inference, through the runtime's own code (fcn_deploy.image / segmenter).
@@ -70,6 +79,8 @@ class BenchConfig:
     # Idle pause between two targets' calls in an interleaved run, so one runtime's spinning
     # worker threads (onnxruntime, OpenMP, TBB) go to sleep before the next target runs.
     settle_ms: float = DEFAULT_SETTLE_MS
+    # Requests in flight in the throughput phase (1 = no throughput phase).
+    concurrency: int = 1
 
     def __post_init__(self):
         if not self.shapes:
@@ -86,6 +97,8 @@ class BenchConfig:
             raise FcnError(f"--settle-ms must be >= 0, got {self.settle_ms}")
         if self.threads is not None and self.threads < 1:
             raise FcnError(f"--threads must be >= 1, got {self.threads}")
+        if self.concurrency < 1:
+            raise FcnError(f"--concurrency must be >= 1, got {self.concurrency}")
 
 
 _SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
@@ -123,6 +136,8 @@ def pixel_batches(shape, *, seed: int, images: Optional[str] = None, pool: int =
 
 def _feeds_for(target: OpenedTarget, batches: List[np.ndarray]) -> List[Dict[str, np.ndarray]]:
     spec = target.runner.inputs()[0]
+    if spec.dtype == "uint8":  # a pixels-in model (fcn-export --input uint8): N x H x W x 3 RGB as they are
+        return [{spec.name: np.ascontiguousarray(b)} for b in batches]
     dtype = np.dtype(spec.dtype) if spec.dtype in ("float32", "float16") else np.float32
     info = target.info or runtime.default_info()
     return [{spec.name: runtime.preprocess(list(b), info, dtype=dtype)} for b in batches]
@@ -143,6 +158,8 @@ class Series:
     pre_ms: List[float] = field(default_factory=list)
     post_ms: List[float] = field(default_factory=list)
     error: Optional[str] = None
+    # Images/s with BenchConfig.concurrency requests in flight (None: not measured).
+    concurrent_ips: Optional[float] = None
     # The model's outputs of the last timed call: replayed to time post-processing.
     last_output: Optional[Dict[str, np.ndarray]] = None
 
@@ -214,6 +231,17 @@ def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progre
         if progress:
             total = config.iterations if config.iterations is not None else None
             progress(f"iteration {r}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
+    if config.concurrency > 1:
+        for t in active:
+            s = series[t.spec.label]
+            try:
+                s.concurrent_ips = concurrent_ips(t, feeds[t.spec.label], config.concurrency,
+                                                  calls=max(config.iterations or DEFAULT_ITERATIONS, 2 * config.concurrency))
+            except Exception as e:
+                log.warning("%s: throughput with %d in flight could not be measured: %s", t.spec.label,
+                            config.concurrency, error_text(e))
+            if progress:
+                progress(f"throughput {t.spec.label}")
     if config.prepost:
         for t in active:
             s = series[t.spec.label]
@@ -224,6 +252,24 @@ def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progre
     for s in series.values():
         s.last_output = None
     return series
+
+
+def concurrent_ips(target: OpenedTarget, feeds: List[Dict[str, np.ndarray]], k: int, *, calls: int) -> float:
+    """Images/s of ``target`` with ``k`` requests in flight: ``k`` threads share its runner (the
+    runtimes release the GIL), ``calls`` timed calls after ``k`` untimed ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = next(iter(feeds[0].values())).shape[0]
+
+    def work(i: int) -> None:
+        target.runner.infer(feeds[i % len(feeds)])
+
+    with ThreadPoolExecutor(max_workers=k) as pool:
+        list(pool.map(work, range(k)))
+        t0 = time.perf_counter()
+        list(pool.map(work, range(calls)))
+        dt = time.perf_counter() - t0
+    return calls * n / dt
 
 
 class _Replay(Runner):
@@ -332,10 +378,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
     p.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
                    help="idle pause between targets in --compare so spinning worker threads sleep (not timed)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="K",
+                   help="also measure images/s with K requests in flight from K threads (default 1: latency only)")
     p.add_argument("--no-prepost", action="store_true", help="skip timing pre/post-processing")
     p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
-    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution and img/s against batch (needs matplotlib)")
     # --formats
     p.add_argument("--data", metavar="DIR", help="dataset for --formats (mean IU per format)")
     p.add_argument("--format", dest="data_format", default="camvid", help="dataset layout for --formats: camvid|voc|folders")
@@ -451,7 +499,7 @@ def _main(argv) -> int:
         shapes=shapes, warmup=a.warmup,
         iterations=None if a.duration is not None else (DEFAULT_ITERATIONS if a.iterations is None else a.iterations),
         duration_s=a.duration, threads=a.threads, seed=a.seed, images=a.images, prepost=not a.no_prepost,
-        settle_ms=a.settle_ms,
+        settle_ms=a.settle_ms, concurrency=a.concurrency,
     )
     specs = [parse_target(t) for t in a.compare] if a.compare else [_single_spec(a)]
     if not a.compare:

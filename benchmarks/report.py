@@ -4,17 +4,20 @@ JSON layout (``schema`` = "fcn-bench/1"; every key below is always present, valu
 
     schema, tool_version, created_utc, machine{cpu, cores, platform, python, numpy, load_avg},
     settings{warmup, iterations, duration_s, threads, seed, inputs, interleaved, settle_ms,
-             prepost_iterations, cv_threshold},
+             prepost_iterations, cv_threshold, concurrency},
     reference,                       # label the speedups refer to (the first target)
     targets[]{label, backend, path, precision, device, load_ms, load_rss_mb, error},
     results[]{target, shape, batch, height, width, error, iterations, latency_ms, throughput_ips,
-              cv_warning, h2d_ms, compute_ms, d2h_ms, pre_ms, post_ms, speedup, paired_speedup},
+              cv_warning, h2d_ms, compute_ms, d2h_ms, pre_ms, post_ms, speedup, paired_speedup,
+              concurrency, concurrent_ips},
     peak_rss_mb, warnings[], notes[]
 
 ``latency_ms``, ``h2d_ms``, ``compute_ms``, ``d2h_ms``, ``pre_ms``, ``post_ms`` are summaries
 {count, min, mean, median, p90, p95, p99, max, std, cv} in milliseconds, or null when not
 measured. ``speedup`` = reference median / this median (>1: faster than the reference);
 ``paired_speedup`` = median over interleaved rounds of reference_i / this_i.
+``concurrent_ips``: images/s with ``concurrency`` requests in flight (``--concurrency``), null
+when not measured; ``throughput_ips`` is batch / median latency, one request at a time.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ TOP_KEYS = ("schema", "tool_version", "created_utc", "machine", "settings", "ref
             "results", "peak_rss_mb", "warnings", "notes")
 MACHINE_KEYS = ("cpu", "cores", "platform", "python", "numpy", "load_avg")
 SETTINGS_KEYS = ("warmup", "iterations", "duration_s", "threads", "seed", "inputs", "interleaved",
-                 "settle_ms", "prepost_iterations", "cv_threshold")
+                 "settle_ms", "prepost_iterations", "cv_threshold", "concurrency")
 TARGET_KEYS = ("label", "backend", "path", "precision", "device", "load_ms", "load_rss_mb", "error")
 RESULT_KEYS = ("target", "shape", "batch", "height", "width", "error", "iterations", "latency_ms",
                "throughput_ips", "cv_warning", "h2d_ms", "compute_ms", "d2h_ms", "pre_ms", "post_ms",
-               "speedup", "paired_speedup")
+               "speedup", "paired_speedup", "concurrency", "concurrent_ips")
 
 MEMORY_NOTE = (
     "peak_rss_mb is the process's resident-set high-water mark (getrusage ru_maxrss) over the "
@@ -106,7 +109,8 @@ def build_report(opened, series, config, *, peak_rss_mb: Optional[float] = None)
         n, _, h, w = s.shape
         row = {k: None for k in RESULT_KEYS}
         row.update(target=s.label, shape=list(s.shape), batch=n, height=h, width=w,
-                   iterations=len(s.latency_ms), cv_warning=False)
+                   iterations=len(s.latency_ms), cv_warning=False, concurrency=getattr(config, "concurrency", 1),
+                   concurrent_ips=getattr(s, "concurrent_ips", None))
         if s.latency_ms:
             lat = summarize(s.latency_ms)
             row["latency_ms"] = lat.to_dict()
@@ -143,6 +147,7 @@ def build_report(opened, series, config, *, peak_rss_mb: Optional[float] = None)
         "settle_ms": config.settle_ms if len(targets) > 1 else 0.0,
         "prepost_iterations": PREPOST_ITERATIONS if config.prepost else 0,
         "cv_threshold": config.cv_threshold,
+        "concurrency": getattr(config, "concurrency", 1),
     }
     notes = [MEMORY_NOTE]
     if any(t["backend"] in ("plan", "onnx-cuda", "onnx-trt") or t["backend"].startswith("torch-cuda") for t in targets):
@@ -196,8 +201,17 @@ def _table_rows(report: dict, shape) -> List[List[str]]:
             f"{100 * lat['cv']:.1f}%" + (" !" if r["cv_warning"] else ""),
             _f(r["throughput_ips"], "{:.2f}"), _speed(r["speedup"]), _speed(r["paired_speedup"]),
             _ms(r["pre_ms"]), _ms(r["post_ms"]), transfers + (f" (error later: {r['error']})" if r["error"] else ""),
-        ])
+        ] + ([_f(r["concurrent_ips"], "{:.2f}")] if _concurrency(report) > 1 else []))
     return rows
+
+
+def _concurrency(report: dict) -> int:
+    return int(report["settings"].get("concurrency") or 1)
+
+
+def _header(report: dict) -> List[str]:
+    k = _concurrency(report)
+    return HEADER + ([f"img/s, {k} in flight"] if k > 1 else [])
 
 
 HEADER = ["target", "median ms", "p90", "p99", "mean", "min", "CV", "img/s", "speedup", "paired",
@@ -230,8 +244,9 @@ def render_text(report: dict) -> str:
     for shape in _shapes(report):
         lines.append("")
         lines.append(f"shape {'x'.join(map(str, shape))} (batch {shape[0]})")
-        rows = [HEADER] + _table_rows(report, shape)
-        widths = [max(len(r[i]) for r in rows if len(r) > i and not r[i].startswith("error:")) for i in range(len(HEADER))]
+        header = _header(report)
+        rows = [header] + _table_rows(report, shape)
+        widths = [max(len(r[i]) for r in rows if len(r) > i and not r[i].startswith("error:")) for i in range(len(header))]
         for r in rows:
             if len(r) > 1 and r[1].startswith("error:"):
                 lines.append(f"{r[0]:<{widths[0]}}  {r[1]}")
@@ -263,11 +278,12 @@ def render_markdown(report: dict) -> str:
         out.append(f"| `{t['label']}` | {t['backend']} | {t['precision'] or '-'} | {t['device'] or '-'} | "
                    f"{_f(t['load_ms'], '{:.0f}')} | {_f(t['load_rss_mb'], '{:.0f}')} | {t['error'] or ''} |")
     for shape in _shapes(report):
+        header = _header(report)
         out += ["", f"## {'x'.join(map(str, shape))} (batch {shape[0]})", "",
-                "| " + " | ".join(HEADER) + " |", "| --- |" + " ---: |" * (len(HEADER) - 1)]
+                "| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
         for r in _table_rows(report, shape):
             if r[1].startswith("error:"):
-                out.append(f"| `{r[0]}` | {r[1].replace('|', '/')} |" + " |" * (len(HEADER) - 2))
+                out.append(f"| `{r[0]}` | {r[1].replace('|', '/')} |" + " |" * (len(header) - 2))
             else:
                 out.append("| `" + r[0] + "` | " + " | ".join(c.replace("|", "/") for c in r[1:]) + " |")
     out += ["", "## Memory", ""]
@@ -288,26 +304,37 @@ def write_markdown(report: dict, path) -> None:
 
 
 def write_plot(report: dict, path) -> str:
-    """Median latency (with p90 whiskers) against pixels per image, one line per target and
-    batch. Returns a one-line note saying what was written, or why nothing was."""
+    """The scaling curves, as a PNG: left, median latency (with p90 whiskers) against pixels per
+    image, one line per target and batch; right (when the run has several batch sizes at one
+    resolution), images/s against batch per target: batch / median latency, and the
+    ``--concurrency`` figure where measured. Returns a one-line note saying what was written, or
+    why nothing was."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return "note: matplotlib is not installed, so no plot was written (pip install 'fcn-deploy[plot]')"
     lines: Dict[tuple, list] = {}
+    by_hw: Dict[tuple, Dict[str, list]] = {}
     for r in report["results"]:
         if r["latency_ms"] is None:
             continue
         lines.setdefault((r["target"], r["batch"]), []).append(
             (r["height"] * r["width"], f"{r['height']}x{r['width']}", r["latency_ms"]["median"], r["latency_ms"]["p90"]))
+        by_hw.setdefault((r["height"], r["width"]), {}).setdefault(r["target"], []).append(
+            (r["batch"], r["throughput_ips"], r.get("concurrent_ips")))
     if not lines:
         return "note: no measurements, so no plot was written"
-    fig = Figure(figsize=(8, 5), dpi=100)
+    # The resolution with the most batch sizes gets the img/s panel (needs at least two).
+    hw, curves = max(by_hw.items(), key=lambda kv: max(len(v) for v in kv[1].values()))
+    batch_panel = max(len(v) for v in curves.values()) >= 2
+    fig = Figure(figsize=(13 if batch_panel else 8, 5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(1, 2 if batch_panel else 1, 1)
     ticks = {}
     for (label, batch), pts in lines.items():
+        if batch_panel and batch > 1 and len(pts) < 2:
+            continue  # a lone batched point: the img/s panel shows it
         pts.sort()
         xs = [p[0] / 1e6 for p in pts]
         ys = [p[2] for p in pts]
@@ -319,11 +346,39 @@ def write_plot(report: dict, path) -> str:
     ax.set_xlabel("input resolution H x W (axis: pixels per image)")
     ax.set_ylabel("latency, median ms (whisker: p90)")
     ax.set_yscale("log")
+    if len(ticks) > 1:
+        ax.set_xscale("log")
+        ax.minorticks_off()
     ax.set_xticks(sorted(ticks))
     ax.set_xticklabels([ticks[k] for k in sorted(ticks)], rotation=30)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"fcn-bench on {report['machine']['cpu']} ({report['machine']['cores']} cores)")
+    ax.set_title("latency against resolution")
+    if batch_panel:
+        bx = fig.add_subplot(1, 2, 2)
+        batches_seen = set()
+        for label, pts in curves.items():
+            pts.sort()
+            batches_seen.update(p[0] for p in pts)
+            line = bx.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}")[0]
+            conc = [(p[0], p[2]) for p in pts if p[2]]
+            if conc:
+                k = report["settings"].get("concurrency")
+                bx.plot([c[0] for c in conc], [c[1] for c in conc], marker="s", linestyle="--", color=line.get_color(),
+                        label=f"{label}, {k} in flight")
+        bx.set_xscale("log", base=2)
+        bx.set_xticks(sorted(batches_seen))
+        bx.set_xticklabels([str(b) for b in sorted(batches_seen)])
+        bx.minorticks_off()
+        bx.set_xlabel(f"batch (images per request) at {hw[0]}x{hw[1]}")
+        bx.set_ylabel("images per second")
+        bx.set_yscale("log")
+        bx.grid(True, which="both", alpha=0.3)
+        bx.legend(fontsize=8)
+        bx.set_title("throughput against batch")
+    load = report["machine"].get("load_avg")
+    fig.suptitle(f"fcn-bench on {report['machine']['cpu']} ({report['machine']['cores']} cores), load {load}, "
+                 f"{report['created_utc']}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

@@ -9,7 +9,8 @@ Built-in names::
     torch, torch-bf16, torch-fp16, torch-compile, torch-compile-bf16     checkpoint, CPU
     torch-cuda, torch-cuda-fp16                                          checkpoint, CUDA (unverified)
     onnx (= onnx-cpu), onnx-cuda, onnx-trt                               ONNX on onnxruntime
-    openvino, openvino-bf16                                              ONNX on OpenVINO
+    openvino, openvino-bf16, openvino[-bf16]-throughput                  ONNX on OpenVINO
+    onnx-throughput                                                      ONNX on onnxruntime, 1 thread/request
     plan                                                                 TensorRT engine (unverified)
 
 Opening a file may fail (missing file, wrong format, backend not installed): that is
@@ -229,10 +230,27 @@ for _name, _desc, _backend, _opts in (
     ("onnx-trt", "ONNX on onnxruntime, TensorRT provider (unverified here)", "onnxruntime", {"providers": ("trt",)}),
     ("openvino", "ONNX on OpenVINO CPU, f32 inference precision", "openvino", {"precision": "f32"}),
     ("openvino-bf16", "ONNX on OpenVINO CPU, bf16 inference precision", "openvino", {"precision": "bf16"}),
+    ("openvino-throughput", "ONNX on OpenVINO CPU, f32, THROUGHPUT hint (streams; use --concurrency)", "openvino",
+     {"precision": "f32", "performance": "throughput"}),
+    ("openvino-bf16-throughput", "ONNX on OpenVINO CPU, bf16, THROUGHPUT hint (use --concurrency)", "openvino",
+     {"precision": "bf16", "performance": "throughput"}),
     ("plan", "TensorRT engine (unverified here)", "tensorrt", {}),
 ):
     register_backend(_name, _runtime_opener(_backend, **_opts), description=_desc,
                      kind="plan" if _backend == "tensorrt" else "onnx")
+
+
+
+def _ort_throughput_opener(path, *, threads=None):
+    """onnxruntime CPU, one intra-op thread per request: with ``--concurrency K`` K requests
+    run side by side on K cores (``threads`` is ignored: each request is one thread)."""
+    from fcn_deploy.benchmarks import runtime
+
+    return runtime.open_runner(path, backend="onnxruntime", threads=1, providers=("cpu",))
+
+
+register_backend("onnx-throughput", _ort_throughput_opener, kind="onnx",
+                 description="ONNX on onnxruntime CPU, 1 thread per request (use --concurrency)")
 
 
 def backends_help() -> str:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     from fcn_deploy._util import cli_parser
 
-    from fcn_deploy.export.onnx_export import OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
+    from fcn_deploy.export.onnx_export import INPUT_KINDS, OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
     from fcn_deploy.export.precision import (
         CALIB_FORMATS, CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE, INT8_TARGETS,
     )
@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
     p.add_argument("--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
                    help="graph output: logits (N,C,H,W float32), probs (softmax), labels (N,H,W int32); default: %(default)s")
+    p.add_argument("--input", dest="input_kind", choices=INPUT_KINDS, default="float",
+                   help="graph input: float ((N,3,H,W) float32, normalised by the caller) or uint8 ((N,H,W,3) RGB "
+                   "pixels, normalisation inside the graph; with --output labels the runtime's pre/post is a view "
+                   "and a copy); default: %(default)s")
     p.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
     p.add_argument("--static", metavar="HxW", help="fix height and width (for runtimes that need static shapes)")
     p.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
@@ -127,7 +131,7 @@ def _main(argv=None) -> int:
         ckpt, args.output, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
         batch=batch, static_hw=parse_size(args.static) if args.static else None, calib=calib,
         verify=not args.no_verify, verify_sizes=parse_sizes(args.verify_sizes) if args.verify_sizes else None,
-        fp16_io=args.fp16_io, progress=True, reports=reports,
+        fp16_io=args.fp16_io, input_kind=args.input_kind, progress=True, reports=reports,
     )
     seconds = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in (out, out.with_name(out.name + ".data")) if f.exists())

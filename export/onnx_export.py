@@ -31,6 +31,11 @@ from fcn_deploy.modelinfo import INPUT_NAME, OUTPUT_NAMES, ModelInfo
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# Graph input: "float" = float32 (N, 3, H, W) normalised by the caller (default); "uint8" = the
+# image's pixels, uint8 (N, H, W, 3) RGB, normalised inside the graph (see uint8_input).
+INPUT_KINDS = ("float", "uint8")
+INPUT_FORMAT_KEY = "fcn_deploy.input_format"
+UINT8_NHWC = "uint8_nhwc"
 OUTPUT_KINDS = tuple(OUTPUT_NAMES)
 OPSET_RANGE = (13, 20)  # QDQ per-channel needs 13; torch's TorchScript exporter stops at 20
 # Above this many bytes of tensors the ONNX is saved with external data (protobuf's limit is 2 GiB).
@@ -244,6 +249,119 @@ def save_onnx_atomic(model, output, *, check=None) -> Path:
     return output
 
 
+def uint8_input(model, info: ModelInfo):
+    """Return ``model`` (an exported FCN, any precision) taking the image's pixels: input
+    ``input`` uint8 (N, H, W, 3) RGB, and the normalisation inside the graph.
+
+    Added in front of the float input: Transpose to NCHW (on uint8, a quarter of the bytes),
+    for BGR models a channel flip, Cast to int32, plus each channel's offset into a (3 * 256,)
+    table and Gather from it. The table is the runtime's own
+    :func:`fcn_deploy.image.normalization_lut` (float64 arithmetic rounded once to the input's
+    float type), so the model sees bit-identical inputs to the float path's and gives the same
+    outputs. Dynamic or static axes are carried over from the float input.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fcn_deploy.image import normalization_lut
+
+    src = model
+    model = onnx.ModelProto()
+    model.CopyFrom(src)
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    feeds = [i for i in g.input if i.name not in inits]
+    if len(feeds) != 1:
+        raise FcnError(f"uint8 input: expected one graph input, found {len(feeds)}")
+    old = feeds[0]
+    ttype = old.type.tensor_type
+    float_type = ttype.elem_type
+    if float_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        raise FcnError("uint8 input: the graph's input is not float")
+    dims = list(ttype.shape.dim)
+    if len(dims) != 4 or (dims[1].HasField("dim_value") and dims[1].dim_value != 3):
+        raise FcnError("uint8 input: the graph's input is not (N, 3, H, W)")
+    name = old.name
+    inner = f"{name}__normalized"
+    for n in g.node:
+        for k, x in enumerate(n.input):
+            if x == name:
+                n.input[k] = inner
+    for o in g.output:
+        if o.name == name:
+            raise FcnError("uint8 input: the input is also a graph output")
+    np_float = np.float16 if float_type == TensorProto.FLOAT16 else np.float32
+    lut = normalization_lut(info, np_float)  # (3, 256): row c = model channel c
+    prefix = "/uint8_input/"
+    consts = [
+        numpy_helper.from_array(lut.reshape(-1), prefix + "lut"),
+        numpy_helper.from_array(np.arange(3, dtype=np.int32).reshape(1, 3, 1, 1) * 256, prefix + "offsets"),
+    ]
+    nodes = [helper.make_node("Transpose", [name], [prefix + "nchw"], perm=[0, 3, 1, 2], name=prefix + "Transpose")]
+    x = prefix + "nchw"
+    if info.channel_order == "BGR":  # model channel c reads the image's channel 2 - c
+        consts.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), prefix + "bgr"))
+        nodes.append(helper.make_node("Gather", [x, prefix + "bgr"], [prefix + "bgr_nchw"], axis=1, name=prefix + "ToBGR"))
+        x = prefix + "bgr_nchw"
+    nodes += [
+        helper.make_node("Cast", [x], [prefix + "i32"], to=TensorProto.INT32, name=prefix + "Cast"),
+        helper.make_node("Add", [prefix + "i32", prefix + "offsets"], [prefix + "index"], name=prefix + "Offset"),
+        helper.make_node("Gather", [prefix + "lut", prefix + "index"], [inner], axis=0, name=prefix + "Normalize"),
+    ]
+    new_nodes = nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    g.initializer.extend(consts)
+    n_dim, c_dim, h_dim, w_dim = (onnx.TensorShapeProto.Dimension(), onnx.TensorShapeProto.Dimension(),
+                                  onnx.TensorShapeProto.Dimension(), onnx.TensorShapeProto.Dimension())
+    n_dim.CopyFrom(dims[0]); h_dim.CopyFrom(dims[2]); w_dim.CopyFrom(dims[3])  # noqa: E702
+    c_dim.dim_value = 3
+    ttype.elem_type = TensorProto.UINT8
+    del ttype.shape.dim[:]
+    ttype.shape.dim.extend([n_dim, h_dim, w_dim, c_dim])
+    del g.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as e:
+        raise FcnError(f"uint8 input produced an inconsistent graph: {first_line(e)[:300]}") from None
+    return model
+
+
+def check_uint8_matches_float(uint8_path, float_path, info: ModelInfo, *, sizes, static_batch=None,
+                              static_hw=None) -> None:
+    """The uint8-input file gives the float file's outputs on the same images (onnxruntime CPU):
+    its pixels in, against the runtime's own float pre-processing (fcn_deploy.image.preprocess)
+    into the float file. Labels must be identical and scores equal to float rounding; FcnError
+    otherwise."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from fcn_deploy.export.inputs import random_rgb
+    from fcn_deploy.image import preprocess
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a = ort.InferenceSession(str(uint8_path), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(float_path), so, providers=["CPUExecutionProvider"])
+    ftype = np.float16 if b.get_inputs()[0].type == "tensor(float16)" else np.float32
+    n = static_batch or 2
+    for h, w in ([static_hw] if static_hw else sizes):
+        imgs = random_rgb(n, h, w, seed=11)
+        ya = a.run(None, {a.get_inputs()[0].name: np.ascontiguousarray(imgs)})[0]
+        yb = b.run(None, {b.get_inputs()[0].name: preprocess(list(imgs), info, dtype=ftype)})[0]
+        if ya.shape != yb.shape:
+            raise FcnError(f"uint8-input graph gives shape {ya.shape}, the float graph {yb.shape}")
+        if ya.dtype.kind in "iu":
+            same = np.array_equal(ya, yb)
+        else:
+            scale = float(np.abs(yb).max()) or 1.0
+            same = np.array_equal(ya.argmax(1), yb.argmax(1)) and float(np.abs(ya.astype(np.float64) - yb).max()) <= 1e-5 * scale
+        if not same:
+            raise FcnError(f"uint8-input graph differs from the float graph at {h}x{w} (nothing written)")
+    log.info("uint8 input: outputs match the float graph's at %s", ", ".join(f"{h}x{w}" for h, w in ([static_hw] if static_hw else sizes)))
+
+
 def export_onnx(
     source,
     output,
@@ -258,6 +376,7 @@ def export_onnx(
     verify_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     verify_engine: Optional[str] = None,
     fp16_io: bool = False,
+    input_kind: str = "float",
     progress: bool = False,
     reports: Optional[list] = None,
 ) -> Path:
@@ -269,8 +388,10 @@ def export_onnx(
     ``verify``: compare with PyTorch before the file is renamed into place (sizes
     ``verify_sizes``, default 97x131 and 375x500, batch 1 and 2; a static export at its size;
     ``verify_engine`` picks the CPU execution, see verify.ENGINES). ``fp16_io``: float16 input
-    and output for an fp16 export (default float32 I/O). ``reports``: a list the parity
-    check's :class:`~fcn_deploy.export.verify.VerifyReport` is appended to (its ``verified``
+    and output for an fp16 export (default float32 I/O). ``input_kind``: "float" (float32
+    (N, 3, H, W), normalised by the caller) or "uint8" (the pixels, uint8 (N, H, W, 3) RGB,
+    normalised inside the graph: :func:`uint8_input`; metadata ``input_format`` ``uint8_nhwc``).
+    ``reports``: a list the parity check's :class:`~fcn_deploy.export.verify.VerifyReport` is appended to (its ``verified``
     is False for a model with constant output, whose check proves nothing).
     Returns the output path. Raises FcnError on bad input or a failed check.
     """
@@ -282,6 +403,8 @@ def export_onnx(
     _check_output_path(output)
     if fp16_io and precision != "fp16":
         raise FcnError("float16 I/O needs precision fp16")
+    if input_kind not in INPUT_KINDS:
+        raise unknown_name("input", input_kind, INPUT_KINDS)
     if precision == "int8" and calib is None:
         raise FcnError("int8 export needs calibration images (calib / --calib-data DIR)")
     model, info, sha = resolve_source(source)
@@ -305,6 +428,11 @@ def export_onnx(
             from fcn_deploy.export.precision import quantize_int8
 
             proto = quantize_int8(proto, info, calib, work_dir=Path(work), progress=progress)
+        float_proto = None
+        if input_kind == "uint8":
+            # Calibration and precision passes run on the float graph; the pixels-in front goes on last.
+            float_proto = proto
+            proto = uint8_input(proto, info)
         from fcn_deploy.export.trt_check import check_trt
 
         trt = check_trt(proto)
@@ -318,6 +446,20 @@ def export_onnx(
         proto.producer_name = "fcn-deploy"
         proto.producer_version = _tool_version().split()[-1]
         set_metadata(proto, info)
+        if precision == "int8":
+            # Which Q/DQ layout (runtimes pick a backend by it: fcn_deploy.backends.file_layout).
+            # A JSON string like the other non-name values, so older runtimes read the file too.
+            import json
+
+            p = proto.metadata_props.add()
+            p.key, p.value = "fcn_deploy.int8_target", json.dumps(getattr(calib, "target", "tensorrt"))
+        if input_kind == "uint8":
+            import json
+
+            p = proto.metadata_props.add()
+            p.key, p.value = INPUT_FORMAT_KEY, json.dumps(UINT8_NHWC)
+            float_proto.producer_name = proto.producer_name
+            set_metadata(float_proto, info)
 
         sink = reports  # check() has its own local 'reports'
 
@@ -325,6 +467,24 @@ def export_onnx(
             check_onnx_file(tmp_path)
             if not verify:
                 return
+            if float_proto is not None:
+                # Parity of the float graph with PyTorch, then the uint8 graph against it.
+                float_path = tmp_path.parent / ("float-" + tmp_path.name)
+                onnx.save_model(float_proto, str(float_path), save_as_external_data=_tensor_bytes(float_proto)
+                                > EXTERNAL_DATA_THRESHOLD, location=float_path.name + ".data")
+                try:
+                    _check_parity(float_path)
+                    check_uint8_matches_float(tmp_path, float_path, info, sizes=verify_sizes or [(97, 131)],
+                                              static_batch=batch if isinstance(batch, int) else None,
+                                              static_hw=static_hw)
+                finally:
+                    for f in (float_path, float_path.with_name(float_path.name + ".data")):
+                        if f.exists():
+                            f.unlink()
+                return
+            _check_parity(tmp_path)
+
+        def _check_parity(tmp_path: Path) -> None:
             from fcn_deploy.export.verify import EXPORT_SIZES, verify_model
 
             engine = verify_engine or ("onnxruntime" if precision != "fp16" else _fp16_engine())

@@ -186,6 +186,21 @@ def preprocess(images: Sequence[np.ndarray], info, *, dtype=np.float32, lut: Opt
     return out
 
 
+def pixels_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Same-size HxWx3 uint8 RGB images -> the (N, H, W, 3) uint8 input of a pixels-in model
+    (``fcn-export --input uint8``, normalisation inside the graph): a view of a single
+    contiguous image, one stacking copy for a batch."""
+    if len(images) == 0:
+        raise FcnError("no images to pre-process")
+    h, w = images[0].shape[:2]
+    for im in images:
+        if im.shape != (h, w, 3) or im.dtype != np.uint8:
+            raise FcnError(f"a batch needs same-size HxWx3 uint8 images; got {im.shape} {im.dtype} with {(h, w, 3)}")
+    if len(images) == 1:
+        return np.ascontiguousarray(images[0])[None]
+    return np.stack(images)
+
+
 # ------------------------------------------------------------------------------------------------
 # Resizing helpers (resize="fit") -- numpy/PIL only
 # ------------------------------------------------------------------------------------------------

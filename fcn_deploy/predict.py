@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=["fit"], default=None,
                    help="fit: scale images outside the model's accepted sizes into them (and labels back)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/OpenVINO")
+    p.add_argument("--mode", choices=("auto", "latency", "throughput"), default="auto",
+                   help="auto (default): throughput for several images, latency for one; throughput: one "
+                   "request per CPU core in flight (OpenVINO THROUGHPUT hint, onnxruntime 1 thread per request)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--server", metavar="http://HOST:PORT", default=None,
                    help="segment on a Triton / fcn-serve kserve server (V2 protocol); --model is then the model's name there")
@@ -118,6 +121,32 @@ def _reason(e: OSError) -> str:
     return f"{e.strerror or type(e).__name__}" + (f": {e.filename}" if e.filename else "")
 
 
+def _throughput_setup(args, n_images: int, options: dict) -> int:
+    """How many images run at once, adding the backend's throughput options to ``options``:
+    with several images (``--mode auto``) or ``--mode throughput``, one request per CPU core is
+    kept in flight: OpenVINO compiles with its THROUGHPUT hint (one stream per core), onnxruntime
+    runs each request on one thread (unless --threads says otherwise). A single image, ``--mode
+    latency`` or a TensorRT plan: one at a time, all threads on it."""
+    import os
+
+    from fcn_deploy import backends
+
+    if args.mode == "latency" or (args.mode == "auto" and n_images < 2):
+        return 1
+    cores = os.cpu_count() or 1
+    name = backends.choose_backend(args.model, args.backend, options=tuple(options), log_hint=False)
+    if name == "openvino":
+        options["performance"] = "throughput"
+    elif name == "onnxruntime":
+        options.setdefault("threads", 1)
+    else:
+        return 1
+    workers = max(1, min(cores, n_images))
+    log.info("throughput mode: %d images in flight (%s%s)", workers, name,
+             ", THROUGHPUT hint" if name == "openvino" else f", {options['threads']} thread(s) per image")
+    return workers
+
+
 def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from fcn_deploy import stream  # video files, URLs, cameras, image sequences: fcn_deploy/stream.py
@@ -148,8 +177,10 @@ def _main(argv=None) -> int:
 
         if args.backend != "auto" or args.threads is not None:
             raise FcnError("--backend and --threads pick a local backend; with --server the server runs the model")
+        workers = 1  # the server batches and schedules; one request at a time from here
         seg = connect(args.server, args.model)
     else:
+        workers = _throughput_setup(args, len(items), options)
         seg = Segmenter.load(args.model, backend=args.backend, **options)
     # Created only now, so that a bad --model leaves no empty folder behind.
     try:
@@ -163,30 +194,50 @@ def _main(argv=None) -> int:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional at runtime
         tqdm = None
-    bar = tqdm(items, unit="img", disable=None if not args.no_progress else True) if tqdm else items
+    bar = tqdm(total=len(items), unit="img", disable=None if not args.no_progress else True) if tqdm else None
     failed = []
     written = 0
     infer_ms = overhead_ms = 0.0
+
+    def one(item):
+        src, stem = item
+        try:
+            res = seg.segment(src, resize=args.resize)
+            dest = out_dir / stem.parent
+            dest.mkdir(parents=True, exist_ok=True)
+            res.save_labels(out_dir / f"{stem}.png", with_palette=not args.labels_only)
+            if args.overlay:
+                res.save_overlay(out_dir / f"{stem}_overlay.png", alpha=args.alpha)
+            return src, None, seg.last_timing  # last_timing is per thread
+        except (FcnError, OSError) as e:  # OSError: e.g. disk full, a file where a sub-folder goes
+            msg = _reason(e) if isinstance(e, OSError) else str(e)
+            return src, msg if msg.startswith(str(src)) else f"{src}: {msg}", None
+
     try:
-        for src, stem in bar:
-            try:
-                res = seg.segment(src, resize=args.resize)
-                dest = out_dir / stem.parent
-                dest.mkdir(parents=True, exist_ok=True)
-                res.save_labels(out_dir / f"{stem}.png", with_palette=not args.labels_only)
-                if args.overlay:
-                    res.save_overlay(out_dir / f"{stem}_overlay.png", alpha=args.alpha)
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=workers)
+            results = pool.map(one, items)
+        else:
+            pool, results = None, map(one, items)
+        try:
+            for src, msg, t in results:
+                if bar is not None:
+                    bar.update(1)
+                if msg is not None:
+                    failed.append(src)
+                    log.error("skipped %s", msg)
+                    continue
                 written += 1
-                t = seg.last_timing
                 if t is not None:
                     infer_ms += t.infer_ms
                     overhead_ms += t.overhead_ms
-            except (FcnError, OSError) as e:  # OSError: e.g. disk full, a file where a sub-folder goes
-                failed.append(src)
-                msg = _reason(e) if isinstance(e, OSError) else str(e)
-                if not msg.startswith(str(src)):
-                    msg = f"{src}: {msg}"
-                log.error("skipped %s", msg)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
     finally:
         seg.close()
     print(f"wrote {written} label map(s){' and overlays' if args.overlay else ''} to {out_dir}"

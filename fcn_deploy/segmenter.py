@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 RESIZE_MODES = (None, "fit")
 FLOAT_TYPES = ("float32", "float16")
+# Metadata of a pixels-in model (fcn-export --input uint8).
+UINT8_INPUT_KEY = "fcn_deploy.input_format"
+UINT8_NHWC = "uint8_nhwc"
 INT_TYPES = ("int32", "int64", "uint8", "int8", "int16", "uint16")
 
 
@@ -174,16 +177,30 @@ class Segmenter:
         if len(ins) != 1:
             raise FcnError(f"{self.path}: an FCN model has one input, this one has {len(ins)}")
         spec = ins[0]
-        if spec.dtype not in FLOAT_TYPES:
-            raise FcnError(f"{self.path}: input {spec.name!r} is {spec.dtype}; expected float32 or float16")
-        if len(spec.shape) != 4:
-            raise FcnError(f"{self.path}: input {spec.name!r} has shape {spec.shape}; expected NCHW")
-        if isinstance(spec.shape[1], int) and spec.shape[1] != 3:
-            raise FcnError(f"{self.path}: input {spec.name!r} takes {spec.shape[1]} channels; images have 3")
+        # Pixels in (fcn-export --input uint8): uint8 (N, H, W, 3) RGB, normalised inside the graph,
+        # so pre-processing is a view of the image (a stack for a batch).
+        self.pixels_in = spec.dtype == "uint8"
+        if self.pixels_in:
+            if len(spec.shape) != 4 or (isinstance(spec.shape[3], int) and spec.shape[3] != 3):
+                raise FcnError(f"{self.path}: uint8 input {spec.name!r} has shape {spec.shape}; expected (N, H, W, 3)")
+            meta = runner.metadata() if callable(getattr(runner, "metadata", None)) else {}
+            fmt = meta.get(UINT8_INPUT_KEY)
+            if fmt is not None and fmt.strip('"') != UINT8_NHWC:
+                raise FcnError(f"{self.path}: input format {fmt} is not one this runtime knows ({UINT8_NHWC})")
+            nchw = (spec.shape[0], 3, spec.shape[1], spec.shape[2])
+        else:
+            if spec.dtype not in FLOAT_TYPES:
+                raise FcnError(f"{self.path}: input {spec.name!r} is {spec.dtype}; expected float32 or float16 "
+                               "(or uint8 pixels, N x H x W x 3)")
+            if len(spec.shape) != 4:
+                raise FcnError(f"{self.path}: input {spec.name!r} has shape {spec.shape}; expected NCHW")
+            if isinstance(spec.shape[1], int) and spec.shape[1] != 3:
+                raise FcnError(f"{self.path}: input {spec.name!r} takes {spec.shape[1]} channels; images have 3")
+            nchw = spec.shape
         self.input_name = spec.name
         self.input_dtype = np.dtype(spec.dtype)
         prof = runner.profile()
-        self.profile: Profile = Profile(*prof) if prof is not None else profile_from_dims(spec.shape, channels=3)
+        self.profile: Profile = Profile(*prof) if prof is not None else profile_from_dims(nchw, channels=3)
         outs = runner.outputs()
         by_name = {o.name: o for o in outs}
         if info.output_name in by_name:
@@ -202,7 +219,7 @@ class Segmenter:
                 raise FcnError(f"{self.path}: metadata says the output is {self.output_kind} but {out.name!r} is {out.dtype}")
             if len(out.shape) == 4 and isinstance(out.shape[1], int):
                 self._check_classes(out.shape[1])
-        self._lut = _img.normalization_lut(info, self.input_dtype)
+        self._lut = None if self.pixels_in else _img.normalization_lut(info, self.input_dtype)
         self.label_dtype = np.uint8 if info.num_classes <= 256 else np.int32
 
     # -- construction ----------------------------------------------------------------------------
@@ -217,7 +234,7 @@ class Segmenter:
         path = Path(path)
         if not path.exists():
             raise FcnError(f"{path}: no such file")
-        name = backends.choose_backend(path, backend)
+        name = backends.choose_backend(path, backend, options=tuple(options))
         cls_ = backends.runner_class(name)
         _check_options(cls_, options, name)
         runner = cls_(path, **options)
@@ -353,6 +370,8 @@ class Segmenter:
         normalised with the model's own convention, padded to the profile's minimum batch)."""
         resized = [_img.resize_rgb(im, hw) for im in images]
         pad = max(0, self.profile.min[0] - len(resized))  # engines whose profile starts above batch 1
+        if self.pixels_in:
+            return _img.pixels_batch(resized + [resized[-1]] * pad)
         return _img.preprocess(resized + [resized[-1]] * pad, self.info, lut=self._lut)
 
     def infer(self, x: np.ndarray):

@@ -19,11 +19,11 @@ TOP = {"schema", "tool_version", "created_utc", "machine", "settings", "referenc
        "results", "peak_rss_mb", "warnings", "notes"}
 MACHINE = {"cpu", "cores", "platform", "python", "numpy", "load_avg"}
 SETTINGS = {"warmup", "iterations", "duration_s", "threads", "seed", "inputs", "interleaved",
-            "settle_ms", "prepost_iterations", "cv_threshold"}
+            "settle_ms", "prepost_iterations", "cv_threshold", "concurrency"}
 TARGET = {"label", "backend", "path", "precision", "device", "load_ms", "load_rss_mb", "error"}
 RESULT = {"target", "shape", "batch", "height", "width", "error", "iterations", "latency_ms",
           "throughput_ips", "cv_warning", "h2d_ms", "compute_ms", "d2h_ms", "pre_ms", "post_ms",
-          "speedup", "paired_speedup"}
+          "speedup", "paired_speedup", "concurrency", "concurrent_ips"}
 SUMMARY = {"count", "min", "mean", "median", "p90", "p95", "p99", "max", "std", "cv"}
 
 FAST = dict(warmup=1, iterations=4, settle_ms=0.0, threads=1)
