@@ -112,7 +112,8 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 def test_checkpoint_contents_and_metrics(tmp_path):
     res = train(tiny_cfg(tmp_path / "m.pt", epochs=2, val_every=1, arch="fcn16s"))
     ck = load_checkpoint(res.best_path)  # weights_only=True inside
-    assert ck["model"] == {"arch": "fcn16s", "backbone": "resnet18", "num_classes": 5, "learnable_upsampling": False}
+    assert ck["model"] == {"arch": "fcn16s", "backbone": "resnet18", "num_classes": 5, "learnable_upsampling": False,
+                           "build_options": {"learnable_upsampling": False, "head_alignment": "aligned"}}
     info = ck["info"]
     assert info["class_names"] == list(D.SYNTHETIC_CLASSES) and info["ignore_index"] == 255
     order, scale, mean, std = input_convention("resnet18")

@@ -5,7 +5,8 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     {
       "format": "fcn-deploy/checkpoint", "format_version": 1,
       "model": {"arch": "fcn8s", "backbone": "resnet18", "num_classes": 11,
-                "learnable_upsampling": False},
+                "learnable_upsampling": False,
+                "build_options": {"learnable_upsampling": False, "head_alignment": "aligned"}},
       "info": ModelInfo.to_dict(),      # class names, palette, input convention, ignore index
       "state_dict": {...},               # the FCN's tensors
       "metrics": {...},                  # validation metrics of these weights (may be empty)
@@ -51,6 +52,7 @@ def save_checkpoint(
             "learnable_upsampling": bool(
                 next(m for n, m in model.named_modules() if n.startswith("upscore")).weight.requires_grad
             ),
+            "build_options": dict(getattr(model, "build_options", None) or {}),  # the builder's keyword options
         },
         "info": info.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -114,15 +116,19 @@ def load_checkpoint(path) -> Dict[str, Any]:
 
 def model_from_checkpoint(path_or_ckpt, *, eval_mode: bool = True) -> Tuple[torch.nn.Module, ModelInfo, Dict[str, Any]]:
     """Rebuild the FCN from a checkpoint path (or an already loaded dict)."""
-    from fcn_deploy.training.models import build_model
+    from fcn_deploy.training.models import build_model, checkpoint_build_options
 
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     src = "checkpoint" if isinstance(path_or_ckpt, dict) else str(path_or_ckpt)
     m = ckpt["model"]
-    model = build_model(
-        m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)),
-        learnable_upsampling=bool(m.get("learnable_upsampling", False)),
-    )
+    options = {"learnable_upsampling": bool(m.get("learnable_upsampling", False))}
+    recorded = m.get("build_options", {})
+    if not isinstance(recorded, dict) or not all(isinstance(k, str) for k in recorded):
+        raise FcnError(f"{src} is a damaged fcn-deploy checkpoint (build_options is not a mapping)")
+    options.update(recorded)
+    # A ResNet FCN checkpoint without head_alignment predates the aligned head: legacy head.
+    options = checkpoint_build_options(m.get("arch", "?"), m.get("backbone", "?"), options)
+    model = build_model(m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)), **options)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
