@@ -38,8 +38,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         hflip=True,
         class_weights="median-freq",
         learnable_upsampling=False,
-        channels_last=False,
-        amp=False,
+        head_alignment="aligned",
+        channels_last=None,  # the precision decision picks it (see train.resolve_precision)
+        amp="auto",  # bf16 autocast where the CPU has native bf16, fp32 where it would be emulated
         threads=2,
         # The recorded run (benchmarks/RESULTS.md) used 2 fixed threads; add --adaptive-threads
         # on a machine shared with other busy processes.
