@@ -261,8 +261,10 @@ def test_cli_reports_the_best_scores_once(tmp_path, capsys, caplog):
                  "--epochs", "1", "--batch-size", "4", "--threads", "1"]) == 0
     out = capsys.readouterr()
     lines = out.out.splitlines() + out.err.splitlines() + [m for msg in caplog.messages for m in msg.splitlines()]
-    best = [ln for ln in lines if ln.lstrip().startswith("best")]
+    best = [ln for ln in lines if ln.lstrip().startswith("val, best epoch")]
     assert len(best) == 1, best
+    # the headline is the last epoch's val scores, printed before the best epoch's
+    assert out.out.splitlines()[0].startswith("val, last epoch 1:"), out.out
 
 
 def _save_zip_then_cut(path):
