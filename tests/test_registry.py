@@ -75,7 +75,8 @@ def test_build_forward_and_checkpoint_round_trip(tmp_path, arch, backbone, opts)
 
 
 def test_pre_registry_checkpoint_with_learnable_upsampling_loads(tmp_path):
-    m = registry.build_model("fcn16s", "resnet18", 3, learnable_upsampling=True)
+    # a checkpoint from before the registry also predates the aligned ResNet head
+    m = registry.build_model("fcn16s", "resnet18", 3, learnable_upsampling=True, head_alignment="legacy")
     info = ModelInfo(arch="fcn16s", backbone="resnet18", num_classes=3, class_names=("a", "b", "c"),
                      palette=((0, 0, 0), (1, 1, 1), (2, 2, 2)))
     save_checkpoint(tmp_path / "m.pt", m, info)
@@ -83,7 +84,7 @@ def test_pre_registry_checkpoint_with_learnable_upsampling_loads(tmp_path):
     ck["model"] = {"arch": "fcn16s", "backbone": "resnet18", "num_classes": 3, "learnable_upsampling": True}
     torch.save(ck, tmp_path / "old.pt")
     old, _, _ = model_from_checkpoint(tmp_path / "old.pt")
-    assert old.upscore2.weight.requires_grad and old.build_options == {"learnable_upsampling": True}
+    assert old.upscore2.weight.requires_grad and old.build_options == {"learnable_upsampling": True, "head_alignment": "legacy"}
     ck["model"] = {"arch": "fcn16s", "backbone": "resnet18", "num_classes": 3}  # older still: frozen
     torch.save(ck, tmp_path / "older.pt")
     assert not model_from_checkpoint(tmp_path / "older.pt")[0].upscore2.weight.requires_grad

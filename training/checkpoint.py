@@ -5,7 +5,7 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
     {
       "format": "fcn-deploy/checkpoint", "format_version": 1,
       "model": {"arch": "fcn8s", "backbone": "resnet18", "num_classes": 11,
-                "build_options": {"learnable_upsampling": False}},   # model.build_options
+                "build_options": {"learnable_upsampling": False, "head_alignment": "aligned"}},   # model.build_options
       "info": ModelInfo.to_dict(),      # class names, palette, input convention, ignore index
       "state_dict": {...},               # the FCN's tensors
       "metrics": {...},                  # validation metrics of these weights (may be empty)
@@ -56,7 +56,7 @@ def save_checkpoint(
             "arch": model.arch,
             "backbone": model.backbone_name,
             "num_classes": model.num_classes,
-            "build_options": dict(getattr(model, "build_options", None) or {}),
+            "build_options": dict(getattr(model, "build_options", None) or {}),  # the builder's keyword options
         },
         "info": info.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -133,12 +133,15 @@ def build_options_of(model_entry: Dict[str, Any], src: str = "checkpoint") -> Di
 
 def model_from_checkpoint(path_or_ckpt, *, eval_mode: bool = True) -> Tuple[torch.nn.Module, ModelInfo, Dict[str, Any]]:
     """Rebuild the FCN from a checkpoint path (or an already loaded dict)."""
+    from fcn_deploy.training.models import checkpoint_build_options
     from fcn_deploy.training.registry import build_model
 
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     src = "checkpoint" if isinstance(path_or_ckpt, dict) else str(path_or_ckpt)
     m = ckpt["model"]
-    model = build_model(m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)), **build_options_of(m, src))
+    # A ResNet FCN checkpoint without head_alignment predates the aligned head: legacy head.
+    options = checkpoint_build_options(m.get("arch", "?"), m.get("backbone", "?"), build_options_of(m, src))
+    model = build_model(m.get("arch", "?"), m.get("backbone", "?"), int(m.get("num_classes", 0)), **options)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

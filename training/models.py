@@ -10,6 +10,18 @@ VGG16 (Long, Shelhamer, Darrell; ``voc-fcn*`` prototxts):
 - crops offset from the top-left: FCN-32s 19; FCN-16s 5 and 27; FCN-8s 5, 9 and 31;
 - FCN-8s at-once scales pool4 by 0.01 and pool3 by 0.0001 before scoring.
 
+ResNet heads (``head_alignment="aligned"``, the default): torchvision-layout ResNet features
+at stride s are centred on input pixel s*i (conv1 7x7/2 p3 centres output j on 2j, the 3x3/2 p1
+max pool and the 3x3/2 p1 convs / 1x1/2 shortcuts centre m on 2m, so the offsets compose to
+zero). Each upsampling by f is an unpadded deconvolution with the odd kernel 2f-1 whose diagonal
+is the tent 1 - |d|/f (exact linear interpolation: input i lands on output f*i + f-1), then a
+crop at offset f-1: upsampled sample f*i sits on feature i, at every skip fusion and at the
+output, for any input size. ``head_alignment="legacy"`` is the earlier head (kernel 2f,
+padding f/2, crops at 0), which centres feature i on f*i + (f-1)/2: 3.5 px off at the output of
+the stride-8 path, 7.5 px on the stride-16 and 15.5 px on the stride-32 path of FCN-8s. It is
+kept so checkpoints trained with it (they carry no ``head_alignment`` build option) rebuild and
+export exactly as before. ``tests/test_training_align.py`` measures both with an impulse.
+
 Backbone parameter names equal torchvision's (``features.N`` for VGG16, ``conv1/bn1/layerK``
 for ResNet), so ``load_backbone_weights`` takes a torchvision ``.pth`` without torchvision.
 
@@ -30,6 +42,7 @@ from fcn_deploy.errors import FcnError, unknown_name
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "resnet18", "resnet34")
+HEAD_ALIGNMENTS = ("aligned", "legacy")  # ResNet heads only; VGG16 always has the reference's crops
 
 
 def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> torch.Tensor:
@@ -234,12 +247,16 @@ def _crop(x: torch.Tensor, offset: int, ref: torch.Tensor) -> torch.Tensor:
 class FCN(nn.Module):
     """FCN-32s/16s/8s over a backbone. ``forward(x) -> logits`` of shape (N, n_class, H, W)."""
 
-    def __init__(self, arch: str, backbone: str, num_classes: int, learnable_upsampling: bool = False):
+    def __init__(self, arch: str, backbone: str, num_classes: int, learnable_upsampling: bool = False,
+                 head_alignment: str = "aligned"):
         super().__init__()
         if arch not in ARCHS:
             raise unknown_name("arch", arch, ARCHS)
         if backbone not in BACKBONES:
             raise unknown_name("backbone", backbone, BACKBONES)
+        if head_alignment not in HEAD_ALIGNMENTS:
+            raise unknown_name("head alignment", head_alignment, HEAD_ALIGNMENTS)
+        self.head_alignment = head_alignment
         if num_classes < 1:
             raise FcnError(f"num_classes must be >= 1, got {num_classes}")
         self.arch, self.backbone_name, self.num_classes = arch, backbone, num_classes
@@ -268,9 +285,25 @@ class FCN(nn.Module):
                     self.upscore_pool4 = _deconv(n, 4, 2, learnable=lu)
                     self.upscore8 = _deconv(n, 16, 8, learnable=lu)
             self.crops = _VGG_CROPS[arch]
+        elif head_alignment == "aligned":
+            # ResNet stages give ceil(H / s) samples, sample i centred on pixel s*i. An unpadded
+            # deconv with the odd tent kernel 2f-1 puts input i on output f*i + (f-1); cropping
+            # at f-1 leaves f*i: aligned at every fusion and at the output. Its length
+            # (ceil(H/s) + 1) * f - 1 - (f-1) = f * ceil(H/s) covers the finer stage.
+            if skips == 0:
+                self.upscore = _deconv(n, 63, 32, learnable=lu)
+            else:
+                self.upscore2 = _deconv(n, 3, 2, learnable=lu)
+                if skips == 1:
+                    self.upscore16 = _deconv(n, 31, 16, learnable=lu)
+                else:
+                    self.upscore_pool4 = _deconv(n, 3, 2, learnable=lu)
+                    self.upscore8 = _deconv(n, 15, 8, learnable=lu)
+            self.crops = {k: (1 if k != "final" else {0: 31, 1: 15, 2: 7}[skips]) for k in _VGG_CROPS[arch]}
         else:
-            # ResNet stages give ceil(H / 2^k); a deconv with kernel 2s, stride s, padding s/2
-            # gives exactly s times that, aligned pixel centres, so every crop is at offset 0.
+            # "legacy": the earlier head, kept bit for bit for its checkpoints. A deconv with
+            # kernel 2s, stride s, padding s/2 gives s times ceil(H / s) samples, but centres
+            # input i on s*i + (s-1)/2 (a half-pixel convention), with every crop at offset 0.
             if skips == 0:
                 self.upscore = _deconv(n, 64, 32, padding=16, learnable=lu)
             else:
@@ -298,11 +331,11 @@ class FCN(nn.Module):
 
     def _fuse(self, up: torch.Tensor, skip: torch.Tensor, offset: int) -> torch.Tensor:
         """Skip fusion. VGG (unpadded deconvs): the upsampled map is the smaller one and the
-        skip is cropped at the reference offset. ResNet (padded deconvs): the upsampled map
-        covers ceil-sized stages, so it is cropped at 0 to the skip's size."""
+        skip is cropped at the reference offset. ResNet: the upsampled map covers the
+        ceil-sized skip and is cropped to it at ``offset`` (f-1 aligned, 0 legacy)."""
         if self.vgg:
             return up + _crop(skip, offset, up)
-        return _crop(up, 0, skip) + skip
+        return _crop(up, offset, skip) + skip
 
 
 def _register_fcn_family() -> None:
@@ -311,17 +344,30 @@ def _register_fcn_family() -> None:
     descriptions = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s",
                     "fcn8s-atonce": "FCN-8s at-once (pool4 x0.01, pool3 x0.0001)"}
     for arch in ARCHS:
-        def builder(backbone, num_classes, *, learnable_upsampling=False, _arch=arch):
-            m = FCN(_arch, backbone, num_classes, learnable_upsampling=learnable_upsampling)
+        def builder(backbone, num_classes, *, learnable_upsampling=False, head_alignment="aligned", _arch=arch):
+            m = FCN(_arch, backbone, num_classes, learnable_upsampling=learnable_upsampling,
+                    head_alignment=head_alignment)
             m.build_options = {"learnable_upsampling": bool(learnable_upsampling)}
+            if backbone != "vgg16":  # VGG16 has the reference's crops whatever is asked
+                m.build_options["head_alignment"] = head_alignment
             return m
 
         register_arch(arch, backbones=BACKBONES, family="fcn", description=descriptions[arch],
                       convention={b: ("caffe" if b == "vgg16" else "imagenet") for b in BACKBONES},
-                      options=("learnable_upsampling",))(builder)
+                      options=("learnable_upsampling", "head_alignment"))(builder)
 
 
 _register_fcn_family()
+
+
+def checkpoint_build_options(arch: str, backbone: str, options: Dict) -> Dict:
+    """Builder options for a checkpoint's model entry: a ResNet FCN checkpoint that records no
+    ``head_alignment`` was written before the aligned head existed, so it is rebuilt with the
+    legacy head it was trained with (same weights shape, same outputs, same export)."""
+    out = dict(options)
+    if arch in ARCHS and backbone != "vgg16" and "head_alignment" not in out:
+        out["head_alignment"] = "legacy"
+    return out
 
 
 def build_model(arch: str, backbone: str, num_classes: int, **options):

@@ -4,14 +4,18 @@ A recipe is a set of :class:`~fcn_deploy.training.train.TrainConfig` field value
 the command line override it. ``recipe_config(name, out=..., data=..., **overrides)`` builds the
 config from Python.
 
-``camvid-resnet18-fcn8s`` (from scratch, 2-core CPU). Choices measured on this project's AMD EPYC
-(2 cores, AVX2, no native bf16), ResNet-18 FCN-8s, batch 8 of 288x384, one train step:
-fp32 NCHW ~2.1 s, fp32 channels_last ~2.4-4.7 s, bf16 autocast 28-55 s (emulated bf16 on this
-CPU is an order of magnitude slower), so the recipe trains in fp32, NCHW. The rest follows the
-design's baseline: AdamW lr 2e-3 with poly(0.9) decay over the time budget (stops when the budget
-is used), weight decay 1e-4, median-frequency class weights, random scale 0.75-1.25 then 288x384
-crops (padded with void) + horizontal flips, ImageNet mean/std, a short warm-up; validation on
-the 101 val frames at full 360x480 every few epochs and always at the end.
+``camvid-resnet18-fcn8s`` (from scratch, 2-core CPU): ResNet-18 FCN-8s with the aligned head,
+AdamW lr 2e-3 with poly(0.9) decay over the time budget (stops when the budget is used), weight
+decay 1e-4, median-frequency class weights, random scale 0.75-1.25 then 288x384 crops (padded
+with void) + horizontal flips, ImageNet mean/std, a short warm-up; validation (fp32) on the 101
+val frames at full 360x480 every few epochs and always at the end.
+
+Precision: ``amp="auto"``. On a CPU with native bf16 (Zen 4 EPYC, avx512_bf16, 2 threads) a
+train step (batch 8 of 288x384) took 10.5 s in bf16 autocast against 17.8 s in fp32 (1.70x,
+interleaved, load ~15; benchmarks/RESULTS.d/align.md), channels-last adding nothing (1.006x).
+On the earlier AVX2-only EPYC, bf16 was emulated: fp32 NCHW ~2.1 s, fp32 channels_last
+~2.4-4.7 s, bf16 autocast 28-55 s, so ``auto`` trains fp32 there (the recipe's recorded 80-minute
+run, benchmarks/RESULTS.md, is that fp32 run with the legacy head).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         hflip=True,
         class_weights="median-freq",
         learnable_upsampling=False,
-        channels_last=False,
-        amp=False,
+        head_alignment="aligned",
+        channels_last=None,  # the precision decision picks it (see train.resolve_precision)
+        amp="auto",  # bf16 autocast where the CPU has native bf16, fp32 where it would be emulated
         threads=2,
         # The recorded run (benchmarks/RESULTS.md) used 2 fixed threads; add --adaptive-threads
         # on a machine shared with other busy processes.

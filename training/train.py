@@ -17,6 +17,20 @@ uninterrupted run, when the schedule is over epochs. With ``--time-budget`` the 
 follows elapsed wall time, which no rerun reproduces bit for bit; resume then continues from the
 stored elapsed time.
 
+Precision (``--amp``): ``auto`` (the CamVid recipe's) trains with bf16 autocast when the CPU
+computes bf16 in hardware (``torch.cpu._is_amx_tile_supported()`` / ``_is_avx512_bf16_supported()``:
+Sapphire Rapids and later, Zen 4 and later) and in fp32 where bf16 would be emulated (an order of
+magnitude slower); on CUDA, bf16 where the device supports it, else fp16 with a grad scaler
+(unverified on hardware). The decision and its reason are logged at start and recorded in the
+checkpoint (``info.extra["train_precision"]``, ``train.config.amp``). Validation always runs in
+fp32: its scores are those the fp32 export gives.
+
+Reporting: ``fcn-train`` prints the val scores of the *last* epoch first (no selection involved)
+and the best epoch's beside them. The best epoch is chosen on a hold-out part of train when
+``--holdout K`` is given (every K-th block of 10 consecutive train images, scored at every
+validation), else on val itself, which the summary then calls optimistic. ``model.pt`` (best)
+carries ``metrics.last_epoch``, ``model.last.pt`` carries ``metrics.best_epoch``.
+
 Distributed: run the same script under ``torchrun --nproc_per_node N``; it reads
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, uses gloo on CPU and nccl on CUDA, shards the images with
 ``DistributedSampler`` (``--batch-size`` is per process) and only rank 0 writes files and prints.
@@ -57,6 +71,12 @@ from fcn_deploy.training.models import load_backbone_weights
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
+# --amp: "auto" = bf16 autocast where the CPU runs bf16 natively (AVX512-BF16 or AMX), fp32 where
+# it would be emulated; on CUDA bf16 where supported, else fp16 with a grad scaler (unverified
+# on hardware). "on" = the earlier --amp: bf16 on CPU, fp16 on CUDA. "off" = fp32.
+AMP_MODES = ("auto", "off", "on", "bf16", "fp16")
+HEAD_ALIGNMENTS = ("aligned", "legacy")
+HOLDOUT_BLOCK = 10  # --holdout K holds out every K-th block of this many consecutive train images
 CLASS_WEIGHTS = ("median-freq", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -84,8 +104,12 @@ class TrainConfig:
     hflip: bool = True
     class_weights: str = "none"
     learnable_upsampling: bool = False
-    channels_last: bool = False
-    amp: bool = False
+    head_alignment: str = "aligned"  # ResNet heads; "legacy" = the pre-fix head (see models.py)
+    channels_last: Optional[bool] = False  # None: channels-last where the precision decision says it is faster
+    amp: Any = "off"  # one of AMP_MODES (True / False mean "on" / "off")
+    # Hold out every K-th block of HOLDOUT_BLOCK consecutive train images (name order): scored
+    # with val, and the best epoch is chosen on it instead of on val. 0: no hold-out.
+    holdout: int = 0
     device: str = "auto"
     threads: Optional[int] = None
     # Re-pick the thread count (1..threads or all cores) every few steps from the load average:
@@ -101,7 +125,17 @@ class TrainConfig:
     recipe: Optional[str] = None
     progress: Optional[bool] = None  # None: tqdm bar when stderr is a TTY, one line per epoch otherwise
 
+    def __post_init__(self):
+        if isinstance(self.amp, bool):  # the earlier boolean --amp
+            object.__setattr__(self, "amp", "on" if self.amp else "off")
+
     def validate(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise unknown_name("amp mode", self.amp, AMP_MODES)
+        if self.head_alignment not in HEAD_ALIGNMENTS:
+            raise unknown_name("head alignment", self.head_alignment, HEAD_ALIGNMENTS)
+        if self.holdout < 0 or self.holdout == 1:
+            raise FcnError(f"holdout must be 0 (none) or >= 2 (every K-th block held out), got {self.holdout}")
         if self.format not in D.FORMATS:
             raise unknown_name("dataset format", self.format, D.FORMATS)
         spec = registry.check_arch(self.arch, self.backbone)  # unknown names list the valid ones
@@ -249,7 +283,7 @@ def _resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, ds: D.SegDataset, convention, *, device: torch.device,
-             batch_size: int = 4, amp: bool = False, channels_last: bool = False,
+             batch_size: int = 4, amp: Any = False, channels_last: bool = False,
              dist_info: Optional[Dist] = None, progress: bool = False) -> Dict[str, Any]:
     """Four metrics of ``model`` on ``ds`` at full image size (confusion matrix summed over ranks)."""
     d = dist_info or Dist()
@@ -280,12 +314,90 @@ def evaluate(model: torch.nn.Module, ds: D.SegDataset, convention, *, device: to
     return cm.scores(ds.class_names)
 
 
-def _autocast(device: torch.device, amp: bool):
-    if not amp:
+def _autocast(device: torch.device, amp):
+    """``amp``: False/None (off), True (bf16 on CPU, fp16 on CUDA) or a torch dtype."""
+    if amp is None or amp is False:
         return torch.autocast(device.type, enabled=False)
+    if isinstance(amp, torch.dtype):
+        return torch.autocast(device.type, dtype=amp)
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def cpu_bf16_native() -> Tuple[bool, str]:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16), and which; oneDNN
+    emulates bf16 elsewhere, an order of magnitude slower than fp32 on the AVX2 EPYC measured."""
+    for name, label in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "avx512_bf16")):
+        fn = getattr(torch.cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True, label
+        except Exception:  # a private torch API: absent or failing means "not known to be native"
+            continue
+    return False, "no AVX512-BF16 or AMX: bf16 would be emulated"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What ``--amp`` and ``--channels-last`` resolved to on this device, and why."""
+
+    dtype: Optional[torch.dtype]  # autocast dtype; None = fp32
+    channels_last: bool
+    scaler: bool  # fp16 on CUDA needs a grad scaler
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def describe(self) -> str:
+        return f"{self.name} {'autocast ' if self.dtype else ''}{'channels-last' if self.channels_last else 'NCHW'} ({self.reason})"
+
+    def record(self) -> Dict[str, Any]:
+        return {"precision": self.name, "channels_last": self.channels_last, "reason": self.reason}
+
+
+# Whether channels-last goes with bf16 when --channels-last is left to the decision (None).
+# Measured on this project's Zen 4 EPYC (avx512_bf16, no AMX, 2 threads, load ~15), ResNet-18
+# FCN-8s train step, batch 8 of 288x384, interleaved step by step (benchmarks/RESULTS.d/align.md):
+# fp32 17.8 s, bf16 10.5 s (1.70x), bf16 channels-last 10.45 s (1.006x over bf16 NCHW: no gain),
+# fp32 channels-last 15.1 s. So NCHW.
+_CL_WITH_BF16 = False
+
+
+def resolve_precision(amp: str, device: torch.device, channels_last: Optional[bool]) -> Precision:
+    """Decide the training precision at start (a capability check, no timing run)."""
+    if isinstance(amp, bool):
+        amp = "on" if amp else "off"
+    if amp not in AMP_MODES:
+        raise unknown_name("amp mode", amp, AMP_MODES)
+    dtype, reason = None, "--amp off"
+    if device.type == "cuda":  # unverified on hardware
+        bf16_ok = bool(torch.cuda.is_bf16_supported())
+        if amp == "auto":
+            dtype, reason = (torch.bfloat16, "auto: CUDA device supports bf16") if bf16_ok else (
+                torch.float16, "auto: CUDA without bf16, fp16 with a grad scaler")
+        elif amp in ("on", "fp16"):
+            dtype, reason = torch.float16, f"--amp {amp}: fp16 with a grad scaler"
+        elif amp == "bf16":
+            if not bf16_ok:
+                raise FcnError("--amp bf16: this CUDA device does not support bf16; use --amp fp16 or auto")
+            dtype, reason = torch.bfloat16, "--amp bf16"
+    else:
+        native, how = cpu_bf16_native()
+        if amp == "fp16":
+            raise FcnError("--amp fp16 is for CUDA; on a CPU use --amp bf16 or auto")
+        if amp == "auto":
+            dtype, reason = (torch.bfloat16, f"auto: CPU has native {how}") if native else (None, f"auto: {how}")
+        elif amp in ("on", "bf16"):
+            dtype, reason = torch.bfloat16, f"--amp {amp}" + ("" if native else f" ({how}: slow)")
+    if channels_last is None:
+        cl = bool(dtype is torch.bfloat16 and device.type == "cpu" and _CL_WITH_BF16)
+    else:
+        cl = bool(channels_last)
+    return Precision(dtype=dtype, channels_last=cl, scaler=dtype is torch.float16 and device.type == "cuda",
+                     reason=reason)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +430,34 @@ def _config_dict(cfg: TrainConfig) -> Dict[str, Any]:
 
 
 _RESUME_KEYS = ("format", "arch", "backbone", "seed", "batch_size", "crop", "scale_range", "learnable_upsampling",
-                "optimizer", "class_weights")
+                "optimizer", "class_weights", "head_alignment", "holdout")
+
+
+class _Subset(D.SegDataset):
+    """Some samples of a dataset (the hold-out split of train, or train without it)."""
+
+    def __init__(self, base: D.SegDataset, indices: Sequence[int], split: str):
+        super().__init__(name=base.name, split=split, class_names=base.class_names, palette=base.palette,
+                         ignore_index=base.ignore_index, cache=False)
+        self.base, self.indices = base, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def describe(self, i: int) -> str:
+        return self.base.describe(self.indices[i])
+
+    def _load(self, i: int):
+        return self.base.get(self.indices[i])
+
+
+def holdout_split(n: int, k: int, block: int = HOLDOUT_BLOCK) -> Tuple[List[int], List[int]]:
+    """(kept, held out) indices of ``n`` name-ordered samples: block b of ``block`` consecutive
+    samples is held out when b % k == k - 1. Blocks, not single frames, because neighbouring
+    video frames (CamVid) are near-duplicates: a frame-wise split would leak the answer."""
+    held = [i for i in range(n) if (i // block) % k == k - 1]
+    hs = set(held)
+    return [i for i in range(n) if i not in hs], held
 
 
 def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> TrainResult:
@@ -351,30 +490,49 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
     val_ds.preload()
     if train_ds.class_names != val_ds.class_names:
         raise FcnError("train and val splits disagree on the class list")
+    holdout_ds: Optional[D.SegDataset] = None
+    if cfg.holdout:
+        kept, held = holdout_split(len(train_ds), cfg.holdout)
+        if not held or not kept:
+            raise FcnError(f"--holdout {cfg.holdout}: {len(train_ds)} train images leave no hold-out block "
+                           f"(blocks of {HOLDOUT_BLOCK}) or nothing to train on")
+        holdout_ds = _Subset(train_ds, held, "holdout")
+        train_ds = _Subset(train_ds, kept, "train")
     if d.main:
-        log.info("data: %s train %d / val %d images, %d classes (ignore %d), decoded in %.1f s",
-                 train_ds.name, len(train_ds), len(val_ds), train_ds.num_classes, train_ds.ignore_index,
-                 time.perf_counter() - t0)
+        log.info("data: %s train %d / val %d images%s, %d classes (ignore %d), decoded in %.1f s",
+                 train_ds.name, len(train_ds), len(val_ds),
+                 f" / hold-out {len(holdout_ds)} (every {cfg.holdout}th block of {HOLDOUT_BLOCK} train images)"
+                 if holdout_ds is not None else "",
+                 train_ds.num_classes, train_ds.ignore_index, time.perf_counter() - t0)
     convention = registry.default_convention(cfg.arch, cfg.backbone)
     info = _model_info(cfg, train_ds)
 
     # -- model --------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    options = {"learnable_upsampling": cfg.learnable_upsampling} if "learnable_upsampling" in registry.get_arch(cfg.arch).options else {}
+    spec_options = registry.get_arch(cfg.arch).options
+    options = {}
+    if "learnable_upsampling" in spec_options:
+        options["learnable_upsampling"] = cfg.learnable_upsampling
+    if "head_alignment" in spec_options:
+        options["head_alignment"] = cfg.head_alignment
     model = registry.build_model(cfg.arch, cfg.backbone, train_ds.num_classes, **options)
+    prec = resolve_precision(cfg.amp, device, cfg.channels_last)
+    info = dataclasses.replace(info, extra={**info.extra, "train_precision": prec.name})
+    if d.main:
+        log.info("precision: %s", prec.describe())
     if cfg.backbone_weights:
         loaded = load_backbone_weights(model, cfg.backbone_weights)
         if d.main:
             log.info("loaded %d backbone tensors from %s", len(loaded), cfg.backbone_weights)
     model.to(device)
-    if cfg.channels_last:
+    if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
+    scaler = torch.amp.GradScaler("cuda") if prec.scaler else None
 
     if cfg.class_weights == "median-freq":
         weights = torch.from_numpy(train_ds.median_frequency_weights())
@@ -394,7 +552,9 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
         st = ck.get("train")
         if not isinstance(st, dict):
             raise FcnError(f"{last} holds no resume state")
-        old = st.get("config", {})
+        old = dict(st.get("config", {}))
+        if cfg.backbone != "vgg16":
+            old.setdefault("head_alignment", "legacy")  # a run from before the aligned ResNet head
         now = _config_dict(cfg)
         diff = [k for k in _RESUME_KEYS if k in old and old[k] != now[k]]
         if diff:
@@ -444,7 +604,7 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
     if d.main:
         sched = f"{cfg.time_budget_min:g} min budget" if budget_s else f"{cfg.epochs} epochs"
         log.info("training %s/%s on %s (%s), %d batches of %d per epoch per process, world %d, %s",
-                 cfg.arch, cfg.backbone, device, "amp" if cfg.amp else "fp32", n_batches, cfg.batch_size,
+                 cfg.arch, cfg.backbone, device, prec.name, n_batches, cfg.batch_size,
                  d.world, sched)
     while not finished:
         if epoch >= cfg.epochs:
@@ -482,9 +642,9 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
                 g["lr"] = lr
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            if cfg.channels_last:
+            if prec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, cfg.amp):
+            with _autocast(device, prec.dtype):
                 logits = ddp_model(x)
             loss = F.cross_entropy(logits.float(), y, weight=crit_weight, ignore_index=train_ds.ignore_index)
             opt.zero_grad(set_to_none=True)
@@ -528,18 +688,30 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
                      os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"), elapsed / 60,
                      f" / {cfg.time_budget_min:g}" if budget_s else "")
         if do_val:
+            # Validation runs in fp32 whatever the training precision: the scores are those of the
+            # weights as the fp32 export runs them.
             v_t0 = time.perf_counter()
             scores = evaluate(model, val_ds, convention, device=device, batch_size=cfg.val_batch_size,
-                              amp=cfg.amp, channels_last=cfg.channels_last, dist_info=d, progress=d.main and tty)
+                              channels_last=prec.channels_last, dist_info=d, progress=d.main and tty)
             entry = _metrics_entry(scores, done_epoch)
+            select = entry
+            if holdout_ds is not None:
+                h_scores = evaluate(model, holdout_ds, convention, device=device, batch_size=cfg.val_batch_size,
+                                    channels_last=prec.channels_last, dist_info=d, progress=d.main and tty)
+                select = _metrics_entry(h_scores, done_epoch)
+                entry["holdout"] = select
+            entry["selected_on"] = "holdout" if holdout_ds is not None else "val"
             rec["val"] = entry
             rec["val_seconds"] = float(time.perf_counter() - v_t0)
             last_scores = entry
-            improved = not best or entry["mean_iu"] > best.get("mean_iu", -1) or (
-                math.isnan(best.get("mean_iu", float("nan"))))
+            ref = best.get("holdout", best) if best else {}
+            improved = not best or select["mean_iu"] > ref.get("mean_iu", -1) or (
+                math.isnan(ref.get("mean_iu", float("nan"))))
             if d.main:
                 log.info("  val epoch %d: %s (%.1f s)%s", done_epoch, format_scores(scores), rec["val_seconds"],
-                         "  * best" if improved else "")
+                         "  * best" + (" on the hold-out" if holdout_ds is not None else "") if improved else "")
+                if holdout_ds is not None:
+                    log.info("  hold-out epoch %d: %s", done_epoch, format_scores(h_scores))
             if improved:
                 best = entry
                 if d.main:
@@ -558,7 +730,10 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
                 "class_weights": weights.clone() if weights is not None else None,
                 "world_size": d.world,
             }
-            save_checkpoint(last, model, info, metrics=last_scores, train_state=state)
+            last_metrics = dict(last_scores)
+            if best:
+                last_metrics["best_epoch"] = {k: v for k, v in best.items() if k != "per_class_iu"}
+            save_checkpoint(last, model, info, metrics=last_metrics, train_state=state)
         _barrier(d)
         if d.main and on_epoch_end is not None:
             on_epoch_end(epoch, rec)
@@ -566,6 +741,8 @@ def train(cfg: TrainConfig, *, on_epoch_end: Optional[Callable[[int, Dict[str, A
     if d.main and not out.exists():
         # No validation ever improved (e.g. resumed a finished run whose best is gone): write the last weights.
         save_checkpoint(out, model, info, metrics=last_scores)
+    if d.main and last_scores:
+        _add_last_epoch(out, last_scores)
     elapsed = time.perf_counter() - run_t0
     if d.main:
         log.info("wrote %s (best) and %s (last, resumable); %.1f min", out, last, elapsed / 60)
@@ -630,12 +807,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", dest="hflip", action="store_false", default=S, help="no horizontal flips")
     p.add_argument("--class-weights", default=S, help="median-freq | none (default none)")
     p.add_argument("--learnable-upsampling", action="store_true", default=S)
+    p.add_argument("--head-alignment", default=S,
+                   help="ResNet heads: aligned (default) | legacy (the pre-fix head, for comparison)")
     p.add_argument("--channels-last", action="store_true", default=S)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=S)
+    p.add_argument("--holdout", type=int, default=S,
+                   help=f"hold out every K-th block of {HOLDOUT_BLOCK} train images; scored with val and used "
+                        "to choose the best epoch (default 0: none)")
     p.add_argument("--out", default=S, help="best checkpoint path (.pt); the resumable state goes to <out>.last.pt")
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out>.last.pt")
     p.add_argument("--seed", type=int, default=S)
     p.add_argument("--device", default=S, help="auto | cpu | cuda (default auto)")
-    p.add_argument("--amp", action="store_true", default=S, help="bf16 autocast on CPU, fp16 AMP on CUDA")
+    p.add_argument("--amp", nargs="?", const="on", default=S, metavar="MODE",
+                   help="auto | off | on | bf16 | fp16. auto: bf16 autocast where the CPU has native bf16 "
+                        "(AVX512-BF16 / AMX), fp32 otherwise; bf16 or fp16 AMP on CUDA. Bare --amp = on "
+                        "(bf16 on CPU, fp16 on CUDA). Default off; the CamVid recipe uses auto")
     p.add_argument("--threads", type=int, default=S, help="torch CPU threads")
     p.add_argument("--adaptive-threads", action="store_true", default=S,
                    help="drop to 1 thread while other processes load the CPU (shared machines)")
@@ -678,6 +864,34 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     return cfg
 
 
+def summary_lines(res: TrainResult) -> List[str]:
+    """The run's headline: val at the last epoch (no selection), then the best epoch beside it
+    (chosen on the hold-out when there is one, else on val itself: optimistic), then the hold-out."""
+    lines = []
+    last, best = res.final_metrics, res.best_metrics
+    if last:
+        lines.append(f"val, last epoch {last['epoch']}: {format_scores(last)}")
+    if best:
+        on = best.get("selected_on", "val")
+        note = "chosen on the hold-out" if on == "holdout" else "chosen on val itself, so optimistic"
+        lines.append(f"val, best epoch {best['epoch']} ({note}): {format_scores(best)}")
+    for name, m in (("last", last), ("best", best)):
+        if m and m.get("holdout"):
+            lines.append(f"hold-out, {name} epoch {m['epoch']}: {format_scores(m['holdout'])}")
+    return lines
+
+
+def _add_last_epoch(out: Path, last_scores: Dict[str, Any]) -> None:
+    """Store the last epoch's val scores beside the best checkpoint's own (``metrics.last_epoch``)."""
+    from fcn_deploy._util import atomic_path
+
+    ck = load_checkpoint(out)
+    ck["metrics"] = dict(ck.get("metrics") or {})
+    ck["metrics"]["last_epoch"] = {k: v for k, v in last_scores.items() if k != "per_class_iu"}
+    with atomic_path(out) as tmp:
+        torch.save(ck, tmp)
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
     if "--list-archs" in (sys.argv[1:] if argv is None else list(argv)):
         print(registry.describe())
@@ -685,8 +899,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     cfg = config_from_args(argv)
     res = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        if res.best_metrics:
-            print(f"best (epoch {res.best_metrics['epoch']}): {format_scores(res.best_metrics)}")
+        for line in summary_lines(res):
+            print(line)
         print(f"checkpoint: {res.best_path}  (resumable: {res.last_path})")
     return 0
 
