@@ -8,7 +8,7 @@ not import here), so:
 - the numerics by an independent re-computation with torch.nn.functional (``reference``), in
   the order pochih's ``forward`` methods apply their ops;
 - once, outside the repo, pochih's own fcn.py was run against SeedFCN on the same weights
-  (benchmarks/RESULTS.d/imp2.md, benchmarks/results/imp2_pochih_pin.json): equal, rel L2 0.0.
+  (benchmarks/RESULTS.md ("Imported models"), benchmarks/results/imp2_pochih_pin.json): equal, rel L2 0.0.
 """
 
 from __future__ import annotations

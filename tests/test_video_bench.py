@@ -1,5 +1,5 @@
 """benchmarks/video_bench.py end to end on a tiny model and a few synthetic frames: both modes
-run interleaved on the same video and the report carries what RESULTS.d/video.md quotes."""
+run interleaved on the same video and the report carries what benchmarks/RESULTS.md ("Video") quotes."""
 
 import json
 

@@ -12,7 +12,7 @@ val frames at full 360x480 every few epochs and always at the end.
 
 Precision: ``amp="auto"``. On a CPU with native bf16 (Zen 4 EPYC, avx512_bf16, 2 threads) a
 train step (batch 8 of 288x384) took 10.5 s in bf16 autocast against 17.8 s in fp32 (1.70x,
-interleaved, load ~15; benchmarks/RESULTS.d/align.md), channels-last adding nothing (1.006x).
+interleaved, load ~15; benchmarks/RESULTS.md ("Training from scratch")), channels-last adding nothing (1.006x).
 On the earlier AVX2-only EPYC, bf16 was emulated: fp32 NCHW ~2.1 s, fp32 channels_last
 ~2.4-4.7 s, bf16 autocast 28-55 s, so ``auto`` trains fp32 there (the recipe's recorded 80-minute
 run, benchmarks/RESULTS.md, is that fp32 run with the legacy head).

@@ -1,4 +1,4 @@
-# Random-weight FCN-8s checkpoints for the speed figures in benchmarks/RESULTS.d/cpu.md: python cpu-make_models.py resnet18|vgg16
+# Random-weight FCN-8s checkpoints for the speed figures in benchmarks/RESULTS.md ("CPU speed"): python cpu-make_models.py resnet18|vgg16
 import sys
 from fcn_deploy.training.models import build_model, input_convention as ic
 from fcn_deploy.training.checkpoint import save_checkpoint

@@ -1,4 +1,4 @@
-# python cpu-nodeprof.py MODEL.onnx: per-op-type kernel time on onnxruntime CPU and OpenVINO CPU (benchmarks/RESULTS.d/cpu.md, section 6)
+# python cpu-nodeprof.py MODEL.onnx: per-op-type kernel time on onnxruntime CPU and OpenVINO CPU (benchmarks/RESULTS.md ("CPU speed"), section 6)
 """Per-op-type time of one model on onnxruntime CPU and OpenVINO CPU (shares within each run)."""
 import json, sys, collections, numpy as np, os
 path, runs = sys.argv[1], 6

@@ -1,4 +1,4 @@
-# Calibration before/after (benchmarks/RESULTS.d/cpu.md): old_precision.py = `git show 0a90623:export/precision.py`.
+# Calibration before/after (benchmarks/RESULTS.md ("CPU speed")): old_precision.py = `git show 0a90623:export/precision.py`.
 import sys, time, logging, resource
 from pathlib import Path
 import fcn_deploy.export.precision as P

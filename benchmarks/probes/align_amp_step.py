@@ -1,7 +1,7 @@
 """One training step of ResNet-18 FCN-8s (batch 8, 288x384, 11 classes, AdamW, weighted CE) in
 fp32 / bf16 autocast, NCHW / channels_last, interleaved step by step (one step of each mode per
 round, in turn) so the ratios share the machine's load.
-Usage: python benchmarks/results/align_amp_step.py [ROUNDS] [STEPS] [HEAD]  (prints JSON)"""
+Usage: python benchmarks/probes/align_amp_step.py [ROUNDS] [STEPS] [HEAD]  (prints JSON)"""
 import json, os, sys, time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
