@@ -39,6 +39,11 @@ def image_dir(tmp_path_factory):
     return d
 
 
+def _shape_arithmetic(node, producers) -> bool:
+    """An Add on integer shape values (a crop's offset + a reference size), not on a tensor."""
+    return any(x not in producers or producers[x].op_type in ("Gather", "Shape", "Constant") for x in node.input)
+
+
 def _types(model):
     inferred = onnx.shape_inference.infer_shapes(model)
     t = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
@@ -127,7 +132,8 @@ def test_int8_qdq_is_calibrated_runs_on_ort_and_follows_tensorrt_rules(tmp_path,
             assert producers[n.input[0]].op_type == "DequantizeLinear"  # activations quantized
             if len(n.input) > 2:
                 assert inits[n.input[2]].data_type == onnx.TensorProto.FLOAT  # bias stays float
-        elif n.op_type == "Add" and n.name not in head:  # residual Adds: both inputs quantized
+        elif n.op_type == "Add" and n.name not in head and not _shape_arithmetic(n, producers):
+            # residual Adds: both inputs quantized (the aligned head's crop offsets add integers on shapes)
             assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
         elif n.name in head:  # class scores stay float by default
             assert all(producers.get(x) is None or producers[x].op_type != "DequantizeLinear" for x in n.input)
@@ -152,7 +158,7 @@ def test_int8_with_quantized_head_uses_tensorrt_deconv_axis(tmp_path, r18, image
         assert dq.op_type == "DequantizeLinear" and next(a.i for a in dq.attribute if a.name == "axis") == 1
         assert producers[n.input[0]].op_type == "DequantizeLinear"
     for n in m.graph.node:
-        if n.op_type == "Add":  # every Add, skip fusions included: both inputs quantized
+        if n.op_type == "Add" and not _shape_arithmetic(n, producers):  # every tensor Add, skip fusions included: both inputs quantized
             assert all(producers[x].op_type == "DequantizeLinear" for x in n.input)
 
 
