@@ -26,7 +26,7 @@ the class ids, the palette makes it viewable; more than 256 classes use a 16-bit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -168,14 +168,20 @@ def source_channels(info) -> Sequence[int]:
     return (2, 1, 0) if info.channel_order == "BGR" else (0, 1, 2)
 
 
-def preprocess(images: Sequence[np.ndarray], info, *, dtype=np.float32, lut: Optional[np.ndarray] = None) -> np.ndarray:
-    """Same-size HxWx3 uint8 RGB images -> (N, 3, H, W) model input per ``info``'s convention."""
+def _batch_hw(images: Sequence[np.ndarray]) -> Tuple[int, int]:
+    """The common H, W of a batch of same-size HxWx3 uint8 images (FcnError otherwise)."""
     if len(images) == 0:
         raise FcnError("no images to pre-process")
     h, w = images[0].shape[:2]
     for im in images:
         if im.shape != (h, w, 3) or im.dtype != np.uint8:
             raise FcnError(f"a batch needs same-size HxWx3 uint8 images; got {im.shape} {im.dtype} with {(h, w, 3)}")
+    return h, w
+
+
+def preprocess(images: Sequence[np.ndarray], info, *, dtype=np.float32, lut: Optional[np.ndarray] = None) -> np.ndarray:
+    """Same-size HxWx3 uint8 RGB images -> (N, 3, H, W) model input per ``info``'s convention."""
+    h, w = _batch_hw(images)
     if lut is None:
         lut = normalization_lut(info, dtype)
     out = np.empty((len(images), 3, h, w), dtype=lut.dtype)
@@ -190,12 +196,7 @@ def pixels_batch(images: Sequence[np.ndarray]) -> np.ndarray:
     """Same-size HxWx3 uint8 RGB images -> the (N, H, W, 3) uint8 input of a pixels-in model
     (``fcn-export --input uint8``, normalisation inside the graph): a view of a single
     contiguous image, one stacking copy for a batch."""
-    if len(images) == 0:
-        raise FcnError("no images to pre-process")
-    h, w = images[0].shape[:2]
-    for im in images:
-        if im.shape != (h, w, 3) or im.dtype != np.uint8:
-            raise FcnError(f"a batch needs same-size HxWx3 uint8 images; got {im.shape} {im.dtype} with {(h, w, 3)}")
+    h, w = _batch_hw(images)
     if len(images) == 1:
         return np.ascontiguousarray(images[0])[None]
     return np.stack(images)
