@@ -156,6 +156,12 @@ def _adopt(args) -> int:
                        "[--output-name NAME]")
     if args.check_trt:
         raise FcnError("--adopt and --check-trt are separate commands; check the adopted file afterwards")
+    ignored = [flag for flag, given in (("--precision", args.precision != "fp32"), ("--fp16-io", args.fp16_io),
+                                        ("--output", args.output_kind != "logits"), ("--input", args.input_kind != "float"),
+                                        ("--static", bool(args.static)), ("--calib-data", bool(args.calib_data))) if given]
+    if ignored:
+        raise FcnError(f"--adopt only adds metadata to the foreign file as it is; {', '.join(ignored)} would be ignored "
+                       "(re-export the source model with them, or adopt first and convert the adopted file)")
     report = adopt_onnx(args.adopt, args.checkpoint, classes=args.classes, input_convention=args.input_convention,
                         output_name=args.output_name)
     print(report.format())

@@ -239,3 +239,17 @@ def test_garbage_and_already_adopted(zoo, tmp_path, capsys):
     assert ".onnx" in err_line(capsys)
     assert export_main(["--classes", "voc", "ck.pt", "o.onnx"]) == 2
     assert "--adopt" in err_line(capsys)
+
+
+def test_export_options_with_adopt_are_refused_not_ignored(zoo, tmp_path, capsys):
+    """--adopt stamps metadata only: a precision or other export option would silently not apply."""
+    path, classes = zoo
+    out = tmp_path / "a.onnx"
+    base = ["--adopt", str(path), str(out), "--classes", str(classes), "--input-convention", "imagenet"]
+    for extra, flag in ((["--precision", "fp16"], "--precision"), (["--output", "labels"], "--output"),
+                        (["--static", "64x64"], "--static")):
+        assert export_main(base + extra) == 2
+        e = err_line(capsys)
+        assert flag in e and "would be ignored" in e, e
+        assert not out.exists()
+    assert export_main(base) == 0 and out.exists()
