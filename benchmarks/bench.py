@@ -292,8 +292,8 @@ class _Replay(Runner):
     def profile(self):
         return self._real.profile()
 
-    def infer(self, feeds):
-        return self._out
+    def _infer(self, feeds):
+        return self._out, None
 
 
 def _time_prepost(target: OpenedTarget, pixels: np.ndarray, outputs: Optional[Dict[str, np.ndarray]]):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class TorchRunner(Runner):
         with torch.autocast(device_type=self._dev.type, dtype=dtype):
             return self._fn(x)
 
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         torch = self._torch
         if len(feeds) != 1:
             raise FcnError(f"the PyTorch model takes one input, got {sorted(feeds)}")
@@ -102,10 +102,9 @@ class TorchRunner(Runner):
             y = self._forward(torch.from_numpy(arr))
             out = y.float().numpy()
             ms = (time.perf_counter() - t0) * 1000.0
-            self.last_timing = Timing(total_ms=ms, compute_ms=ms)
-            return {"logits": out}
+            return {"logits": out}, Timing(total_ms=ms, compute_ms=ms)
 
-    def _infer_cuda(self, arr: np.ndarray) -> Dict[str, np.ndarray]:
+    def _infer_cuda(self, arr: np.ndarray) -> Tuple[Dict[str, np.ndarray], Timing]:
         # Unverified on hardware. Events bracket each stage on the current stream; the final
         # synchronize makes every elapsed_time valid.
         torch = self._torch
@@ -122,13 +121,13 @@ class TorchRunner(Runner):
         ev[3].record()
         torch.cuda.synchronize(self._dev)
         total = (time.perf_counter() - t0) * 1000.0
-        self.last_timing = Timing(
+        timing = Timing(
             total_ms=total,
             h2d_ms=ev[0].elapsed_time(ev[1]),
             compute_ms=ev[1].elapsed_time(ev[2]),
             d2h_ms=ev[2].elapsed_time(ev[3]),
         )
-        return {"logits": out.numpy()}
+        return {"logits": out.numpy()}, timing
 
     def close(self) -> None:
         self._fn = None

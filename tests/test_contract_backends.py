@@ -64,8 +64,10 @@ def test_runner_class_contract(name):
     assert cls.backend == name
     for method in ("inputs", "outputs", "infer", "close", "model_info", "profile"):
         assert callable(getattr(cls, method, None)), f"{cls.__name__} has no {method}()"
-    for method in ("inputs", "outputs", "infer", "model_info"):
+    for method in ("inputs", "outputs", "_infer", "model_info"):
         assert getattr(cls, method) is not getattr(Runner, method, None), f"{cls.__name__} does not implement {method}()"
+    for method in ("infer", "infer_timed"):  # the template over _infer, the same for every backend
+        assert getattr(cls, method) is getattr(Runner, method), f"{cls.__name__} overrides {method}(); implement _infer"
     params = list(inspect.signature(cls.__init__).parameters.values())
     assert params[1].name == "path" and params[1].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in params[2:]), "options must be keyword-only"

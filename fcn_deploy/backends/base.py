@@ -1,4 +1,4 @@
-"""The one runner protocol every backend implements (design convention 3).
+"""The one runner protocol every backend implements.
 
 A runner wraps one loaded model on one backend::
 
@@ -56,8 +56,19 @@ class Runner:
     def profile(self) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
         return None
 
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    # Inference: subclasses implement ``_infer`` (outputs and the call's Timing); ``infer`` and
+    # ``infer_timed`` are the template every caller uses.
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         raise NotImplementedError
+
+    def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+        """Outputs and this call's Timing together (thread-safe, unlike ``last_timing``)."""
+        return self._infer(feeds)
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Outputs only; this call's Timing is left in ``last_timing``."""
+        out, self.last_timing = self._infer(feeds)
+        return out
 
     def close(self) -> None:
         pass

@@ -110,7 +110,7 @@ class OpenVinoRunner(OnnxFileRunner):
     def metadata(self) -> Dict[str, str]:
         return dict(self._header.metadata)
 
-    def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         try:
             req = self._pool.get_nowait()
         except queue.Empty:
@@ -128,10 +128,6 @@ class OpenVinoRunner(OnnxFileRunner):
         finally:
             self._pool.put(req)
         return outs, Timing(total_ms=ms, compute_ms=ms)
-
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        out, self.last_timing = self.infer_timed(feeds)
-        return out
 
     def close(self) -> None:
         self.compiled = None

@@ -234,7 +234,7 @@ class OrtRunner(OnnxFileRunner):
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     # -- Runner protocol (inputs/outputs/model_info: OnnxFileRunner) ---------------------------
-    def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         t0 = time.perf_counter()
         try:
             outs = self.session.run(self._output_names, feeds)
@@ -243,10 +243,6 @@ class OrtRunner(OnnxFileRunner):
             raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first}") from None
         ms = (time.perf_counter() - t0) * 1e3
         return dict(zip(self._output_names, outs)), Timing(total_ms=ms, compute_ms=ms)
-
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        out, self.last_timing = self.infer_timed(feeds)
-        return out
 
     def close(self) -> None:
         self.session = None

@@ -256,7 +256,7 @@ class TrtRunner(Runner):
         return p.min, p.opt, p.max
 
     # -- inference -----------------------------------------------------------------------------
-    def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         if self._cuda is None:
             raise FcnError(f"{self.path.name}: the TensorRT runner is closed")
         if set(feeds) != {self._input_name}:
@@ -309,10 +309,6 @@ class TrtRunner(Runner):
                 d2h_ms=cuda.elapsed_ms(2, 3),
             )
         return outs, timing
-
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        out, self.last_timing = self.infer_timed(feeds)
-        return out
 
     def close(self) -> None:
         """Buffers, execution context, engine and runtime go with the CUDA context current, in

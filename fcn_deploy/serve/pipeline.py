@@ -76,7 +76,7 @@ class InterfaceRunner(Runner):
         p = self._profile
         return (p.min, p.opt, p.max) if p is not None else None
 
-    def infer(self, feeds):
+    def _infer(self, feeds):
         raise FcnError("this model runs elsewhere (a Triton model or a server); the interface runner only describes it")
 
 
