@@ -608,14 +608,11 @@ def stem_nodes(model) -> List[str]:
     """Names of the stem: every Conv whose data input is a graph input (the raw normalised
     image), and a MaxPool that follows one directly (through Relu / Clip / Identity).
 
-    Kept float by default: the stem carries most of the int8 error (CamVid, ResNet-18 FCN-8s,
-    40 held-out train images: label agreement 98.6 -> 99.2 % with the stem float in the
-    TensorRT layout on onnxruntime, 96.9 -> 99.6 % in the cpu layout, where on AVX2 without VNNI
-    its u8 x s8 products also saturate 16-bit sums; 7-bit stem weights avoid the saturation but
-    still give 98.0 %). It is a small share of the compute (3 input channels). Its MaxPool
-    stays float with it: max-pooling commutes with quantization (same labels), and a uint8
-    MaxPool between a float Conv and the first QLinearConv runs in onnxruntime's slow NCHW
-    uint8 kernel (~8 ms at 360x480) instead of its NHWC one."""
+    Kept float by default: the stem carries most of the int8 error (measured on held-out CamVid
+    train images in both int8 layouts; docs/export.md, "int8 accuracy", and benchmarks/RESULTS.md),
+    and is a small share of the compute (3 input channels). Its MaxPool stays float with it:
+    max-pooling commutes with quantization (same labels), and a uint8 MaxPool between a float Conv
+    and the first QLinearConv runs in onnxruntime's slow NCHW uint8 kernel instead of its NHWC one."""
     g = model.graph
     graph_inputs = {i.name for i in g.input} - {t.name for t in g.initializer}
     consumers: Dict[str, list] = {}

@@ -10,12 +10,11 @@ decay 1e-4, median-frequency class weights, random scale 0.75-1.25 then 288x384 
 with void) + horizontal flips, ImageNet mean/std, a short warm-up; validation (fp32) on the 101
 val frames at full 360x480 every few epochs and always at the end.
 
-Precision: ``amp="auto"``. On a CPU with native bf16 (Zen 4 EPYC, avx512_bf16, 2 threads) a
-train step (batch 8 of 288x384) took 10.5 s in bf16 autocast against 17.8 s in fp32 (1.70x,
-interleaved, load ~15; benchmarks/RESULTS.md ("Training from scratch")), channels-last adding nothing (1.006x).
-On the earlier AVX2-only EPYC, bf16 was emulated: fp32 NCHW ~2.1 s, fp32 channels_last
-~2.4-4.7 s, bf16 autocast 28-55 s, so ``auto`` trains fp32 there (the recipe's recorded 80-minute
-run, benchmarks/RESULTS.md, is that fp32 run with the legacy head).
+Precision: ``amp="auto"``: bf16 autocast where the CPU runs bf16 natively (AVX512-BF16, AMX),
+where it measured clearly faster than fp32 per train step, with channels-last adding nothing;
+fp32 where bf16 is emulated (many times slower there). The recorded 80-minute run is an fp32 run
+with the legacy head. Figures, machines and commands: benchmarks/RESULTS.md ("Training from
+scratch").
 """
 
 from __future__ import annotations

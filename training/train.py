@@ -358,11 +358,9 @@ class Precision:
         return {"precision": self.name, "channels_last": self.channels_last, "reason": self.reason}
 
 
-# Whether channels-last goes with bf16 when --channels-last is left to the decision (None).
-# Measured on this project's Zen 4 EPYC (avx512_bf16, no AMX, 2 threads, load ~15), ResNet-18
-# FCN-8s train step, batch 8 of 288x384, interleaved step by step (benchmarks/RESULTS.md ("Training from scratch")):
-# fp32 17.8 s, bf16 10.5 s (1.70x), bf16 channels-last 10.45 s (1.006x over bf16 NCHW: no gain),
-# fp32 channels-last 15.1 s. So NCHW.
+# Whether channels-last goes with bf16 when --channels-last is left to the decision (None): it
+# measured no faster than NCHW for the ResNet-18 FCN-8s train step on a CPU with native bf16
+# (benchmarks/RESULTS.md, "Training from scratch"). So NCHW.
 _CL_WITH_BF16 = False
 
 

@@ -139,9 +139,9 @@ def _dims(shape) -> Tuple[object, ...]:
 # onnxruntime graph transformers to skip: none by default. ``QDQPropagationTransformer`` is a
 # trade-off on our int8 files: it moves a Q/DQ pair across a MaxPool. The export puts no Q/DQ
 # on MaxPool outputs, so for VGG16 it is what lets the Conv after each MaxPool run as
-# QLinearConv (without it: 879 -> 1355 ms at 360x480); for ResNet-18's float stem it turns the
-# stem's float MaxPool into the slow NCHW uint8 one (with it off: 64 -> 54 ms, outputs
-# bit-identical). Measurements: benchmarks/RESULTS.md.
+# QLinearConv (much slower without it); for ResNet-18's float stem it turns the stem's float
+# MaxPool into the slow NCHW uint8 one (faster with it off, outputs bit-identical).
+# Measurements: benchmarks/RESULTS.md ("CPU speed").
 DISABLED_OPTIMIZERS: Tuple[str, ...] = ()
 
 
