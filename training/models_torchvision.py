@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fcn_deploy.errors import FcnError
+from fcn_deploy.training.models import BasicBlock
 
 BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 BACKBONES = ("resnet50", "resnet101", "resnet-custom")
@@ -70,25 +71,20 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class MMSegBasicBlock(nn.Module):
+class MMSegBasicBlock(BasicBlock):
     """mmseg's BasicBlock (``mmseg/models/backbones/resnet.py``): conv1 3x3 carries stride and
-    dilation (padding = dilation), conv2 is a plain 3x3 (padding 1, NOT dilated)."""
+    dilation (padding = dilation), conv2 is a plain 3x3 (padding 1, NOT dilated); the downsample
+    is given by the trunk. Same layers and forward as the FCN family's BasicBlock."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  width: Optional[int] = None, dilation: int = 1, expansion: int = 1):
-        super().__init__()
+        nn.Module.__init__(self)
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
 
 
 class DilatedResNet(nn.Module):
