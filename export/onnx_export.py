@@ -320,12 +320,9 @@ def uint8_input(model, info: ModelInfo):
     ttype.elem_type = TensorProto.UINT8
     del ttype.shape.dim[:]
     ttype.shape.dim.extend([n_dim, h_dim, w_dim, c_dim])
-    del g.value_info[:]
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception as e:
-        raise FcnError(f"uint8 input produced an inconsistent graph: {first_line(e)[:300]}") from None
-    return model
+    from fcn_deploy.export.precision import reinfer_shapes
+
+    return reinfer_shapes(model, "uint8 input")
 
 
 def check_uint8_matches_float(uint8_path, float_path, info: ModelInfo, *, sizes, static_batch=None,

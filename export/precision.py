@@ -19,10 +19,9 @@ int8 (:func:`quantize_int8`): onnxruntime's static QDQ quantization calibrated o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -176,12 +175,19 @@ def convert_fp16(model, *, io: str = "fp32", keep_ops: Iterable[str] = KEEP_FP32
 
     del g.node[:]
     g.node.extend(_toposort(new_nodes + tail, graph_inputs | {t.name for t in g.initializer}))
-    del g.value_info[:]
+    return reinfer_shapes(model, "fp16 conversion")
+
+
+def reinfer_shapes(model, what: str):
+    """Drop the graph's stale value_info and infer shapes again in strict mode, after a graph
+    rewrite (``what`` names it in the one-line error when the result is inconsistent)."""
+    import onnx
+
+    del model.graph.value_info[:]
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:
-        raise FcnError(f"fp16 conversion produced an inconsistent graph: {first_line(e)[:300]}") from None
-    return model
+        raise FcnError(f"{what} produced an inconsistent graph: {first_line(e)[:300]}") from None
 
 
 def _warn_range(name: str, arr: np.ndarray) -> None:
