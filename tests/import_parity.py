@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-SLOW = bool(os.environ.get("FCN_DEPLOY_SLOW"))
 SIZES_FAST = ((97, 131),)
 SIZES_ALL = ((97, 131), (360, 480), (500, 375))
 
@@ -113,12 +112,28 @@ def check_onnx_against(onnx_path, reference_fn, sizes, batches=(1, 2), seed=0, i
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return _check_against(lambda x: sess.run(["logits"], {"input": x})[0], reference_fn, sizes, batches, seed, input_fn)
+
+
+def check_torch_against(model, reference_fn, sizes, batches=(1, 2), seed=0, input_fn=caffe_input):
+    """The same bar as :func:`check_onnx_against` for an imported PyTorch model (the default
+    run's check of a full-size VGG16 import: the ONNX leg is the exporter's, tested on its own)."""
+    import torch
+
+    def run(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return _check_against(run, reference_fn, sizes, batches, seed, input_fn)
+
+
+def _check_against(run, reference_fn, sizes, batches, seed, input_fn):
     rows = []
     for h, w in sizes:
         x2 = input_fn(max(batches), h, w, seed=seed + h)
         ref2 = reference_fn(x2)
         for b in batches:
-            (got,) = sess.run(["logits"], {"input": x2[:b]})
+            got = run(x2[:b])
             rel, agree = compare(got, ref2[:b])
             rows.append((f"{h}x{w}", b, rel, agree))
             assert np.ptp(ref2[:b]) > 0 and len(np.unique(ref2[:b].argmax(1))) > 1, "reference is degenerate"

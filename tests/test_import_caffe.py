@@ -22,11 +22,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from import_parity import SIZES_ALL, SIZES_FAST, SLOW, check_onnx_against, load_torchfcn, randomize_, torchfcn_missing_reason  # noqa: E402
+from import_parity import (  # noqa: E402
+    SIZES_ALL, SIZES_FAST, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torchfcn_missing_reason,
+)
 
 from fcn_deploy.errors import FcnError  # noqa: E402
 from fcn_deploy.export.cli import main as export_main  # noqa: E402
-from fcn_deploy.training.checkpoint import load_checkpoint  # noqa: E402
+from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from fcn_deploy.training.importers import ImportOptions, get_importer  # noqa: E402
 from fcn_deploy.training.importers.caffe import parse_caffemodel  # noqa: E402
 from fcn_deploy.training.importers.cli import main as import_main  # noqa: E402
@@ -81,7 +83,7 @@ def caffemodel_from_torchfcn(state, atonce: bool, name: str = "voc-fcn8s-atonce"
              "conv4_1", "conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2", "conv5_3", "pool5", "fc6", "fc7",
              "score_fr", "upscore2", "scale_pool4", "score_pool4", "score_pool4c", "fuse_pool4", "upscore_pool4",
              "scale_pool3", "score_pool3", "score_pool3c", "fuse_pool3", "upscore8", "score"]
-    out = field_bytes(1, name.encode()) + layer("data", "Python")
+    out = bytearray(field_bytes(1, name.encode()) + layer("data", "Python"))  # += in place: no 500 MB copy a layer
     for n in order:
         if n.startswith("scale_pool"):
             if atonce:
@@ -102,7 +104,8 @@ def caffemodel_from_torchfcn(state, atonce: bool, name: str = "voc-fcn8s-atonce"
             out += layer(n, "Crop")
         else:
             out += layer(n, "Eltwise")
-    return out + layer("loss", "SoftmaxWithLoss")
+    out += layer("loss", "SoftmaxWithLoss")
+    return bytes(out)
 
 
 @pytest.fixture(scope="module")
@@ -129,23 +132,50 @@ def atonce_model(tmp_path_factory):
     return m, state, path
 
 
-def test_caffemodel_matches_torchfcn_forward(atonce_model, tmp_path, capsys):
-    m, _, path = atonce_model
-    ck, onnx_path = tmp_path / "m.pt", tmp_path / "m.onnx"
-    assert import_main([str(path), str(ck)]) == 0
-    out = capsys.readouterr().out
+def _reference(m):
+    def ref(x):
+        with torch.no_grad():
+            return m(torch.from_numpy(x)).numpy()
+    return ref
+
+
+@pytest.fixture(scope="module")
+def imported(atonce_model, tmp_path_factory):
+    """fcn-import's checkpoint of the caffemodel and what it printed."""
+    _, _, path = atonce_model
+    ck = tmp_path_factory.mktemp("imported") / "m.pt"
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert import_main([str(path), str(ck)]) == 0
+    return ck, buf.getvalue()
+
+
+def test_caffemodel_matches_torchfcn_forward(atonce_model, imported):
+    """The imported model in PyTorch against the reference's forward at 97x131, batch 1 and 2
+    (the ONNX leg: test_caffemodel_onnx_matches_torchfcn_forward, slow)."""
+    m, _, _ = atonce_model
+    ck, out = imported
     assert "--from caffe" in out
     c = load_checkpoint(ck)
     assert (c["model"]["arch"], c["model"]["num_classes"]) == ("fcn8s-atonce", 21)
     assert c["info"]["channel_order"] == "BGR" and c["import"]["source_format"] == "caffe"
     assert any("Scale" in n for n in c["import"]["notes"])
-    assert export_main([str(ck), str(onnx_path), "--no-verify"]) == 0
+    model, _, _ = model_from_checkpoint(ck)
+    print(check_torch_against(model.eval(), _reference(m), SIZES_FAST))
 
-    def ref(x):
-        with torch.no_grad():
-            return m(torch.from_numpy(x)).numpy()
 
-    print(check_onnx_against(onnx_path, ref, SIZES_ALL if SLOW else SIZES_FAST))  # FCN_DEPLOY_SLOW=1: all sizes
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_caffemodel_onnx_matches_torchfcn_forward(atonce_model, imported, tmp_path):
+    """Slow: a 538 MB VGG16 export (~20 s on 2 cores) and three sizes; the default run checks the
+    import in PyTorch and the VGG16 export on its own (test_export_onnx)."""
+    m, _, _ = atonce_model
+    onnx_path = tmp_path / "m.onnx"
+    assert export_main([str(imported[0]), str(onnx_path), "--no-verify"]) == 0
+    print(check_onnx_against(onnx_path, _reference(m), SIZES_ALL))
 
 
 def test_parsed_tensors_equal_encoded(atonce_model):
