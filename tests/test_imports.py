@@ -1,4 +1,4 @@
-"""The runtime must import without torch: edge devices have none (design convention 1)."""
+"""The runtime must import without torch: edge devices have none."""
 
 import json
 import pkgutil

@@ -261,29 +261,28 @@ class FCN(nn.Module):
             raise FcnError(f"num_classes must be >= 1, got {num_classes}")
         self.arch, self.backbone_name, self.num_classes = arch, backbone, num_classes
         self.backbone = VGG16Backbone() if backbone == "vgg16" else ResNetBackbone(backbone)
-        ch = self.backbone.channels
+        channels = self.backbone.channels
         n = num_classes
         skips = {"fcn32s": 0, "fcn16s": 1, "fcn8s": 2, "fcn8s-atonce": 2}[arch]
         self.skips = skips
         self.atonce = arch == "fcn8s-atonce"
         self.vgg = backbone == "vgg16"
-        self.score_fr = _score(ch["out"], n)
+        self.score_fr = _score(channels["out"], n)
         if skips >= 1:
-            self.score_pool4 = _score(ch["pool4"], n)
+            self.score_pool4 = _score(channels["pool4"], n)
         if skips >= 2:
-            self.score_pool3 = _score(ch["pool3"], n)
-        lu = learnable_upsampling
+            self.score_pool3 = _score(channels["pool3"], n)
         if self.vgg:
             # The reference's unpadded deconvs and crops.
             if skips == 0:
-                self.upscore = _deconv(n, 64, 32, learnable=lu)
+                self.upscore = _deconv(n, 64, 32, learnable=learnable_upsampling)
             else:
-                self.upscore2 = _deconv(n, 4, 2, learnable=lu)
+                self.upscore2 = _deconv(n, 4, 2, learnable=learnable_upsampling)
                 if skips == 1:
-                    self.upscore16 = _deconv(n, 32, 16, learnable=lu)
+                    self.upscore16 = _deconv(n, 32, 16, learnable=learnable_upsampling)
                 else:
-                    self.upscore_pool4 = _deconv(n, 4, 2, learnable=lu)
-                    self.upscore8 = _deconv(n, 16, 8, learnable=lu)
+                    self.upscore_pool4 = _deconv(n, 4, 2, learnable=learnable_upsampling)
+                    self.upscore8 = _deconv(n, 16, 8, learnable=learnable_upsampling)
             self.crops = _VGG_CROPS[arch]
         elif head_alignment == "aligned":
             # ResNet stages give ceil(H / s) samples, sample i centred on pixel s*i. An unpadded
@@ -291,28 +290,28 @@ class FCN(nn.Module):
             # at f-1 leaves f*i: aligned at every fusion and at the output. Its length
             # (ceil(H/s) + 1) * f - 1 - (f-1) = f * ceil(H/s) covers the finer stage.
             if skips == 0:
-                self.upscore = _deconv(n, 63, 32, learnable=lu)
+                self.upscore = _deconv(n, 63, 32, learnable=learnable_upsampling)
             else:
-                self.upscore2 = _deconv(n, 3, 2, learnable=lu)
+                self.upscore2 = _deconv(n, 3, 2, learnable=learnable_upsampling)
                 if skips == 1:
-                    self.upscore16 = _deconv(n, 31, 16, learnable=lu)
+                    self.upscore16 = _deconv(n, 31, 16, learnable=learnable_upsampling)
                 else:
-                    self.upscore_pool4 = _deconv(n, 3, 2, learnable=lu)
-                    self.upscore8 = _deconv(n, 15, 8, learnable=lu)
+                    self.upscore_pool4 = _deconv(n, 3, 2, learnable=learnable_upsampling)
+                    self.upscore8 = _deconv(n, 15, 8, learnable=learnable_upsampling)
             self.crops = {k: (1 if k != "final" else {0: 31, 1: 15, 2: 7}[skips]) for k in _VGG_CROPS[arch]}
         else:
             # "legacy": the earlier head, kept bit for bit for its checkpoints. A deconv with
             # kernel 2s, stride s, padding s/2 gives s times ceil(H / s) samples, but centres
             # input i on s*i + (s-1)/2 (a half-pixel convention), with every crop at offset 0.
             if skips == 0:
-                self.upscore = _deconv(n, 64, 32, padding=16, learnable=lu)
+                self.upscore = _deconv(n, 64, 32, padding=16, learnable=learnable_upsampling)
             else:
-                self.upscore2 = _deconv(n, 4, 2, padding=1, learnable=lu)
+                self.upscore2 = _deconv(n, 4, 2, padding=1, learnable=learnable_upsampling)
                 if skips == 1:
-                    self.upscore16 = _deconv(n, 32, 16, padding=8, learnable=lu)
+                    self.upscore16 = _deconv(n, 32, 16, padding=8, learnable=learnable_upsampling)
                 else:
-                    self.upscore_pool4 = _deconv(n, 4, 2, padding=1, learnable=lu)
-                    self.upscore8 = _deconv(n, 16, 8, padding=4, learnable=lu)
+                    self.upscore_pool4 = _deconv(n, 4, 2, padding=1, learnable=learnable_upsampling)
+                    self.upscore8 = _deconv(n, 16, 8, padding=4, learnable=learnable_upsampling)
             self.crops = {k: 0 for k in _VGG_CROPS[arch]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
