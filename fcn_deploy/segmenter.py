@@ -8,7 +8,9 @@
     res.labels                                        # HxW class ids at the input's size
     res.save_labels("street.png"); res.save_overlay("street_overlay.png", alpha=0.5)
 
-No torch: numpy, Pillow and the backend's own library (onnxruntime, openvino or tensorrt).
+No torch: numpy, Pillow and the backend's own library (onnxruntime, openvino or tensorrt);
+:meth:`Segmenter.load` opens through :func:`fcn_deploy.backends.open_runner` (where torch is
+installed that also runs a ``.pt`` checkpoint, on the PyTorch baseline backend).
 The model's classes, palette and input normalization come from the ONNX metadata or the
 plan's sidecar; a model without them is refused.
 

@@ -105,11 +105,11 @@ def is_installed(module: str) -> bool:
 def cpu_vendor() -> str:
     """'intel', 'amd', 'arm' or 'unknown' (Linux reads /proc/cpuinfo)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
                 if line.startswith("vendor_id"):
-                    v = line.split(":", 1)[1].strip()
-                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(v, v.lower() or "unknown")
+                    vendor = line.split(":", 1)[1].strip()
+                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, vendor.lower() or "unknown")
                 if line.startswith("CPU implementer"):
                     return "arm"
     except OSError:

@@ -80,8 +80,8 @@ def import_tensorrt():
 def parse_version(text: str) -> Tuple[int, int, int]:
     """"10.3.0.26" -> (10, 3, 0)."""
     parts = []
-    for p in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
+    for part in str(text).split(".")[:3]:
+        digits = "".join(char for char in part if char.isdigit())
         if not digits:
             break
         parts.append(int(digits))
@@ -122,11 +122,11 @@ def portability_problem(plan, sidecar: PlanSidecar, runtime_version: str, gpu: s
     ``--version-compatible`` plans also run on later TensorRT versions; ``--hardware-compat
     ampere+`` plans on any GPU of compute capability 8.0 or later. A sidecar without a compute
     capability (written before it was recorded) is checked on the TensorRT version only."""
-    b = sidecar.builder or {}
+    builder = sidecar.builder or {}
     built_v = parse_version(sidecar.tensorrt_version)
     here_v = parse_version(runtime_version)
     reasons = []
-    if b.get("version_compatible"):
+    if builder.get("version_compatible"):
         if here_v < built_v:
             reasons.append("version")
     elif here_v != built_v:
@@ -134,7 +134,7 @@ def portability_problem(plan, sidecar: PlanSidecar, runtime_version: str, gpu: s
     if sidecar.compute_capability and cc:
         want = tuple(int(x) for x in sidecar.compute_capability.split("."))
         have = tuple(int(x) for x in cc.split("."))
-        hc = b.get("hardware_compat", "none")
+        hc = builder.get("hardware_compat", "none")
         if hc == "ampere+":
             if have < (8, 0):
                 reasons.append("gpu")
