@@ -150,7 +150,9 @@ def build_report(opened, series, config, *, peak_rss_mb: Optional[float] = None)
         "concurrency": getattr(config, "concurrency", 1),
     }
     notes = [MEMORY_NOTE]
-    if any(t["backend"] in ("plan", "onnx-cuda", "onnx-trt") or t["backend"].startswith("torch-cuda") for t in targets):
+    from fcn_deploy.benchmarks.targets import is_gpu_target
+
+    if any(is_gpu_target(t["backend"]) for t in targets):
         notes.append("GPU timings use CUDA events after synchronisation; this code path is unverified on hardware.")
     return {
         "schema": SCHEMA,

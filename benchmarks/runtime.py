@@ -61,43 +61,30 @@ def segmenter_for(runner, info: ModelInfo, path=None):
     return Segmenter(runner, info, path=path)
 
 
-def open_segmenter(path, *, backend: str = "auto", threads: Optional[int] = None, **options):
-    """A Segmenter for a checkpoint (.pt, through PyTorch) or a deployed model (.onnx, .plan,
-    through the runtime's backends). Returns (segmenter, description)."""
-    path = Path(path)
-    if not path.exists():
-        raise FcnError(f"model not found: {path}")
-    if path.suffix.lower() in (".pt", ".pth"):
-        if backend not in ("auto", "torch"):
-            raise FcnError(f"{path} is a PyTorch checkpoint: it runs on backend 'torch', not {backend!r}")
-        from fcn_deploy.benchmarks.torch_runner import TorchRunner
+def with_threads(path, backend: str, threads: Optional[int], options: dict) -> dict:
+    """``options`` plus ``threads`` when the backend that will run ``path`` has a CPU thread
+    knob (a TensorRT plan has none: the bench's ``--threads`` does not apply to it)."""
+    if threads is None:
+        return dict(options)
+    from fcn_deploy import backends
 
-        runner = TorchRunner(path, threads=threads, **options)
-        return segmenter_for(runner, runner.info, path=path)
+    name = backends.choose_backend(path, backend, options=tuple(options) + ("threads",), log_hint=False)
+    if "threads" not in backends.runner_options(backends.runner_class(name)):
+        return dict(options)
+    return {**options, "threads": threads}
+
+
+def open_segmenter(path, *, backend: str = "auto", threads: Optional[int] = None, **options):
+    """A Segmenter for a checkpoint (.pt, on the torch backend) or a deployed model (.onnx,
+    .plan): :meth:`Segmenter.load`, with the bench's ``threads`` where the backend takes it."""
     from fcn_deploy.segmenter import Segmenter
 
-    if threads is not None and path.suffix.lower() not in (".plan", ".engine"):
-        options["threads"] = threads
-    return Segmenter.load(path, backend=backend, **options)
+    return Segmenter.load(path, backend, **with_threads(path, backend, threads, options))
 
 
-def open_runner(path, *, backend: str, threads: Optional[int] = None, **options):
-    """Open a deployed model (ONNX / IR / plan) on ``backend`` ("onnxruntime", "openvino",
-    "tensorrt") with the runtime's own Runner classes (fcn_deploy.backends).
+def open_runner(path, *, backend: str = "auto", threads: Optional[int] = None, **options):
+    """:func:`fcn_deploy.backends.open_runner`, with the bench's ``threads`` where the backend
+    takes it; the Runner's ``.info`` is the model's ModelInfo."""
+    from fcn_deploy.backends import open_runner as _open
 
-    Returns the Runner with ``.info`` set to the model's ModelInfo (from the ONNX metadata or
-    the plan's sidecar).
-    """
-    from fcn_deploy.backends import runner_class
-
-    if threads is not None and backend != "tensorrt":  # a GPU engine has no CPU thread knob
-        options["threads"] = threads
-    runner = runner_class(backend)(path, **options)
-    try:
-        if getattr(runner, "info", None) is None:
-            getter = getattr(runner, "model_info", None)
-            runner.info = getter() if callable(getter) else None
-    except Exception:
-        runner.close()
-        raise
-    return runner
+    return _open(path, backend, **with_threads(path, backend, threads, options))

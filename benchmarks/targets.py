@@ -1,17 +1,24 @@
 """The ``BACKEND:PATH`` registry behind ``fcn-bench --compare`` (and the single-model options).
 
-Each backend name maps to an opener ``open(path, *, threads) -> Runner``; the runner follows
-:class:`fcn_deploy.backends.base.Runner`. New backends register themselves with
-:func:`register_backend`; an unknown name lists the valid ones.
+The target names are the runtime's backend names (fcn_deploy.backends.BACKENDS), each with
+the variants the bench measures (``<backend>`` or ``<backend>-<variant>``); every runtime
+backend is a target without code here. Each name maps to an opener
+``open(path, *, threads) -> Runner`` (fcn_deploy.backends.open_runner); new targets register
+themselves with :func:`register_backend`; an unknown name lists the valid ones.
 
-Built-in names::
+Built-in names (:data:`VARIANTS`)::
 
     torch, torch-bf16, torch-fp16, torch-compile, torch-compile-bf16     checkpoint, CPU
     torch-cuda, torch-cuda-fp16                                          checkpoint, CUDA (unverified)
-    onnx (= onnx-cpu), onnx-cuda, onnx-trt                               ONNX on onnxruntime
+    onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt                  ONNX on onnxruntime's CPU / CUDA / TensorRT EP
+    onnxruntime-throughput                                               ONNX on onnxruntime, 1 thread/request
     openvino, openvino-bf16, openvino[-bf16]-throughput                  ONNX on OpenVINO
-    onnx-throughput                                                      ONNX on onnxruntime, 1 thread/request
-    plan                                                                 TensorRT engine (unverified)
+    tensorrt                                                             TensorRT plan (unverified)
+    reference                                                            ONNX on onnx.reference (slow)
+
+Aliases (:data:`ALIASES`): the names of earlier versions (``onnx`` = ``onnx-cpu`` =
+``onnxruntime``, ``onnx-cuda``, ``onnx-trt``, ``onnx-throughput``, ``plan`` = ``tensorrt``) and
+the runtime's own aliases as prefixes (``ort-cuda``, ``ov-bf16``, ``trt``...).
 
 Opening a file may fail (missing file, wrong format, backend not installed): that is
 reported per target by :func:`open_target` so a comparison still runs the others.
@@ -40,37 +47,59 @@ class Backend:
     opener: Opener
     # What PATH must be: "checkpoint" (.pt), "onnx" (.onnx / IR), "plan" (TensorRT engine).
     kind: str
+    # Timed on a GPU (CUDA events; unverified on hardware).
+    gpu: bool = False
 
 
 _REGISTRY: Dict[str, Backend] = {}
+# Other spellings of registered names -> the name (filled in below).
+ALIASES: Dict[str, str] = {}
 
 
-def register_backend(name: str, opener: Opener, *, description: str, kind: str, replace: bool = False) -> None:
+def register_backend(name: str, opener: Opener, *, description: str, kind: str, gpu: bool = False,
+                     replace: bool = False) -> None:
     """Add a backend to the registry (``name`` is what users write before the colon)."""
     if not name or ":" in name:
         raise ValueError(f"invalid backend name {name!r}")
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered")
-    _REGISTRY[name] = Backend(name=name, description=description, opener=opener, kind=kind)
+    _REGISTRY[name] = Backend(name=name, description=description, opener=opener, kind=kind, gpu=gpu)
 
 
 def backend_names() -> List[str]:
     return sorted(_REGISTRY)
 
 
+def canonical_target(name: str) -> str:
+    """A registered name or alias -> the registered name (anything else unchanged)."""
+    return name if name in _REGISTRY else ALIASES.get(name, name)
+
+
 def get_backend(name: str) -> Backend:
-    if name not in _REGISTRY:
+    key = canonical_target(name)
+    if key not in _REGISTRY:
         raise unknown_name("backend", name, _REGISTRY)
-    return _REGISTRY[name]
+    return _REGISTRY[key]
+
+
+def is_gpu_target(name: str) -> bool:
+    """Whether a target name (or alias) times on a GPU; False for names not registered."""
+    key = canonical_target(name)
+    return key in _REGISTRY and _REGISTRY[key].gpu
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One ``BACKEND:PATH`` entry; ``label`` is what reports show (unique within a run)."""
+    """One ``BACKEND:PATH`` entry; ``label`` is what reports show (unique within a run).
+    ``backend`` is kept as the registered name (an alias such as ``onnx`` becomes
+    ``onnxruntime``), so reports name targets one way."""
 
     backend: str
     path: str
     label: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "backend", canonical_target(self.backend))
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -190,68 +219,83 @@ def describe_precision(runner, info) -> Optional[str]:
     return f"{file_prec} file, {run_norm} inference"
 
 
-# -- built-in openers --------------------------------------------------------------------------
+# -- built-in targets: the runtime's backends and their variants --------------------------------
 
-def _torch_opener(**fixed):
-    def open_(path, *, threads=None):
-        from fcn_deploy.benchmarks.torch_runner import TorchRunner
+# backend -> [(variant, description, fixed options)]; the target is named ``backend`` for the
+# variant "" and ``backend-variant`` otherwise. A fixed ``threads`` wins over the bench's.
+VARIANTS: Dict[str, List[tuple]] = {
+    "torch": [
+        ("", "PyTorch eager fp32 on CPU (the baseline)", {}),
+        ("bf16", "PyTorch eager, bf16 autocast, CPU", {"autocast": "bf16"}),
+        ("fp16", "PyTorch eager, fp16 autocast, CPU", {"autocast": "fp16"}),
+        ("compile", "torch.compile fp32, CPU", {"compile": True}),
+        ("compile-bf16", "torch.compile with bf16 autocast, CPU", {"compile": True, "autocast": "bf16"}),
+        ("cuda", "PyTorch eager fp32 on CUDA (unverified here)", {"device": "cuda"}),
+        ("cuda-fp16", "PyTorch eager fp16 autocast on CUDA (unverified here)", {"device": "cuda", "autocast": "fp16"}),
+    ],
+    "onnxruntime": [
+        ("", "ONNX on onnxruntime, CPU provider", {"providers": ("cpu",)}),
+        ("cuda", "ONNX on onnxruntime, CUDA provider (unverified here)", {"providers": ("cuda",)}),
+        ("tensorrt", "ONNX on onnxruntime, TensorRT provider (unverified here)", {"providers": ("trt",)}),
+        ("throughput", "ONNX on onnxruntime CPU, 1 thread per request (use --concurrency)",
+         {"providers": ("cpu",), "threads": 1}),
+    ],
+    "openvino": [
+        ("", "ONNX on OpenVINO CPU, f32 inference precision", {"precision": "f32"}),
+        ("bf16", "ONNX on OpenVINO CPU, bf16 inference precision", {"precision": "bf16"}),
+        ("throughput", "ONNX on OpenVINO CPU, f32, THROUGHPUT hint (streams; use --concurrency)",
+         {"precision": "f32", "performance": "throughput"}),
+        ("bf16-throughput", "ONNX on OpenVINO CPU, bf16, THROUGHPUT hint (use --concurrency)",
+         {"precision": "bf16", "performance": "throughput"}),
+    ],
+    "tensorrt": [("", "TensorRT plan (unverified here)", {})],
+    "reference": [("", "ONNX on the ONNX reference evaluator (numpy; slow)", {})],
+}
+GPU_VARIANTS = {("torch", "cuda"), ("torch", "cuda-fp16"), ("onnxruntime", "cuda"), ("onnxruntime", "tensorrt"),
+                ("tensorrt", "")}
+# The names earlier versions used.
+LEGACY_NAMES = {"onnx": "onnxruntime", "onnx-cpu": "onnxruntime", "onnx-cuda": "onnxruntime-cuda",
+                "onnx-trt": "onnxruntime-tensorrt", "onnx-throughput": "onnxruntime-throughput", "plan": "tensorrt"}
+KINDS = {".pt": "checkpoint", ".onnx": "onnx", ".plan": "plan"}
 
-        return TorchRunner(path, threads=threads, **fixed)
 
-    return open_
+def target_name(backend: str, variant: str = "") -> str:
+    return f"{backend}-{variant}" if variant else backend
 
 
 def _runtime_opener(backend: str, **options):
-    """Open a deployed model through the runtime (fcn_deploy.segmenter), keep its runner."""
+    """Open a model through the runtime's one entry (fcn_deploy.backends.open_runner)."""
 
     def open_(path, *, threads=None):
         from fcn_deploy.benchmarks import runtime
 
+        if "threads" in options:  # the variant fixes it (one thread per request)
+            return runtime.open_runner(path, backend=backend, **options)
         return runtime.open_runner(path, backend=backend, threads=threads, **options)
 
     return open_
 
 
-for _name, _desc, _fixed in (
-    ("torch", "PyTorch eager fp32 on CPU (the baseline)", {}),
-    ("torch-bf16", "PyTorch eager, bf16 autocast, CPU", {"autocast": "bf16"}),
-    ("torch-fp16", "PyTorch eager, fp16 autocast, CPU", {"autocast": "fp16"}),
-    ("torch-compile", "torch.compile fp32, CPU", {"compile": True}),
-    ("torch-compile-bf16", "torch.compile with bf16 autocast, CPU", {"compile": True, "autocast": "bf16"}),
-    ("torch-cuda", "PyTorch eager fp32 on CUDA (unverified here)", {"device": "cuda"}),
-    ("torch-cuda-fp16", "PyTorch eager fp16 autocast on CUDA (unverified here)", {"device": "cuda", "autocast": "fp16"}),
-):
-    register_backend(_name, _torch_opener(**_fixed), description=_desc, kind="checkpoint")
+def _register_runtime_targets() -> None:
+    from fcn_deploy import backends
 
-for _name, _desc, _backend, _opts in (
-    ("onnx", "ONNX on onnxruntime, CPU provider", "onnxruntime", {"providers": ("cpu",)}),
-    ("onnx-cpu", "ONNX on onnxruntime, CPU provider", "onnxruntime", {"providers": ("cpu",)}),
-    ("onnx-cuda", "ONNX on onnxruntime, CUDA provider (unverified here)", "onnxruntime", {"providers": ("cuda",)}),
-    ("onnx-trt", "ONNX on onnxruntime, TensorRT provider (unverified here)", "onnxruntime", {"providers": ("trt",)}),
-    ("openvino", "ONNX on OpenVINO CPU, f32 inference precision", "openvino", {"precision": "f32"}),
-    ("openvino-bf16", "ONNX on OpenVINO CPU, bf16 inference precision", "openvino", {"precision": "bf16"}),
-    ("openvino-throughput", "ONNX on OpenVINO CPU, f32, THROUGHPUT hint (streams; use --concurrency)", "openvino",
-     {"precision": "f32", "performance": "throughput"}),
-    ("openvino-bf16-throughput", "ONNX on OpenVINO CPU, bf16, THROUGHPUT hint (use --concurrency)", "openvino",
-     {"precision": "bf16", "performance": "throughput"}),
-    ("plan", "TensorRT engine (unverified here)", "tensorrt", {}),
-):
-    register_backend(_name, _runtime_opener(_backend, **_opts), description=_desc,
-                     kind="plan" if _backend == "tensorrt" else "onnx")
+    for backend in backends.BACKENDS:
+        kind = KINDS.get(backends.SUFFIXES[backend][0], "onnx")
+        for variant, description, options in VARIANTS.get(backend, [("", f"{backend} backend", {})]):
+            name = target_name(backend, variant)
+            register_backend(name, _runtime_opener(backend, **options), description=description, kind=kind,
+                             gpu=(backend, variant) in GPU_VARIANTS)
+            for alias, canonical in backends.ALIASES.items():
+                if canonical == backend:
+                    ALIASES.setdefault(target_name(alias, variant), name)
+    for old, name in LEGACY_NAMES.items():
+        ALIASES[old] = name
 
 
-
-def _ort_throughput_opener(path, *, threads=None):
-    """onnxruntime CPU, one intra-op thread per request: with ``--concurrency K`` K requests
-    run side by side on K cores (``threads`` is ignored: each request is one thread)."""
-    from fcn_deploy.benchmarks import runtime
-
-    return runtime.open_runner(path, backend="onnxruntime", threads=1, providers=("cpu",))
-
-
-register_backend("onnx-throughput", _ort_throughput_opener, kind="onnx",
-                 description="ONNX on onnxruntime CPU, 1 thread per request (use --concurrency)")
+_register_runtime_targets()
 
 
 def backends_help() -> str:
-    return "\n".join(f"  {b.name:<20} {b.description}" for b in sorted(_REGISTRY.values(), key=lambda b: b.name))
+    lines = [f"  {b.name:<26} {b.description}" for b in sorted(_REGISTRY.values(), key=lambda b: b.name)]
+    lines.append("  aliases: " + ", ".join(f"{a}={n}" for a, n in sorted(ALIASES.items())))
+    return "\n".join(lines)

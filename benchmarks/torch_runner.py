@@ -1,5 +1,7 @@
-"""The PyTorch baseline as a :class:`~fcn_deploy.backends.base.Runner`, so fcn-bench and fcn-eval
-treat it like any deployed backend.
+"""The PyTorch baseline as a runtime backend (``torch`` in fcn_deploy.backends.BACKENDS, for
+``.pt``/``.pth`` checkpoints): the loader :class:`ModelFromCheckpoint` and :class:`TorchRunner`
+over what it opens, so ``open_runner("model.pt")``, fcn-bench and fcn-eval treat it like any
+deployed backend.
 
 torch is imported here only (lazily, when a runner is created): the rest of
 ``fcn_deploy.benchmarks`` works on a machine without torch.
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.backends.base import Loader, Runner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError
 
 log = logging.getLogger(__name__)
@@ -28,51 +31,82 @@ DEVICES = ("cpu", "cuda")
 
 
 def _import_torch():
+    from fcn_deploy.backends import not_installed
+
     try:
         import torch
     except ImportError:
-        raise FcnError("the PyTorch baseline needs torch: pip install 'fcn-deploy[train]'") from None
+        raise not_installed("torch") from None
     return torch
 
 
-class TorchRunner(Runner):
-    """Run an fcn-deploy checkpoint with PyTorch.
+@dataclass
+class TorchModel:
+    """What :class:`ModelFromCheckpoint` opens: the module on its device (``fn``: the module
+    or its ``torch.compile`` wrapper) and the checkpoint's ModelInfo."""
+
+    module: object
+    fn: object
+    info: object
+    device: object
+
+
+class ModelFromCheckpoint(Loader):
+    """Rebuilds an fcn-deploy checkpoint (``torch.load(weights_only=True)``) on ``device``;
+    calling it returns a new :class:`TorchModel`.
 
     ``threads`` sets ``torch.set_num_threads`` (process-wide, as PyTorch has no per-model
-    setting). ``autocast`` is None, "bf16" or "fp16"; ``compile`` wraps the model in
-    ``torch.compile`` (the first call per shape compiles: warm up).
+    setting). ``autocast`` is None, "bf16" or "fp16" (how the runner calls the model);
+    ``compile`` wraps the model in ``torch.compile`` (the first call per shape compiles: warm up).
     """
 
-    backend = "torch"
-
-    def __init__(self, checkpoint, *, device: str = "cpu", autocast: Optional[str] = None,
+    def __init__(self, path, *, device: str = "cpu", autocast: Optional[str] = None,
                  compile: bool = False, threads: Optional[int] = None):
-        super().__init__()
+        super().__init__(path)
         if device not in DEVICES:
             raise FcnError(f"unknown torch device {device!r}; valid: {', '.join(DEVICES)}")
         if autocast not in AUTOCAST:
             raise FcnError(f"unknown autocast {autocast!r}; valid: bf16, fp16")
+        self.device, self.autocast, self.compile, self.threads = device, autocast, bool(compile), threads
+
+    def __call__(self) -> TorchModel:
         torch = _import_torch()
         from fcn_deploy.training.checkpoint import model_from_checkpoint
 
-        if threads:
-            torch.set_num_threads(int(threads))
-        if device == "cuda" and not torch.cuda.is_available():
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        if self.device == "cuda" and not torch.cuda.is_available():
             raise FcnError("--device cuda: this torch build sees no CUDA GPU")
-        model, info, _ = model_from_checkpoint(checkpoint)
-        self.info = info
-        self.path = str(checkpoint)
+        model, info, _ = model_from_checkpoint(self.path)
+        dev = torch.device(self.device)
+        model = model.to(dev).eval()
+        return TorchModel(module=model, fn=torch.compile(model) if self.compile else model, info=info, device=dev)
+
+
+class TorchRunner(Runner):
+    """Run an fcn-deploy checkpoint with PyTorch: ``TorchRunner(checkpoint, **options)`` opens
+    it with :class:`ModelFromCheckpoint` (the options are that loader's)."""
+
+    backend = "torch"
+    loader_class = ModelFromCheckpoint
+
+    def _bind(self, loader: Loader, model: TorchModel) -> None:
+        import torch
+
         self._torch = torch
-        self._dev = torch.device(device)
-        self._model = model.to(self._dev).eval()
-        self._fn = torch.compile(self._model) if compile else self._model
-        self.autocast = autocast
-        self.compiled = bool(compile)
-        self.precision = {None: "fp32", "bf16": "bf16-autocast", "fp16": "fp16-autocast"}[autocast]
-        if device == "cuda":
+        self._info = model.info
+        self._dev = model.device
+        self._model, self._fn = model.module, model.fn
+        self.autocast = getattr(loader, "autocast", None)
+        self.compiled = model.fn is not model.module
+        self.precision = {None: "fp32", "bf16": "bf16-autocast", "fp16": "fp16-autocast"}[self.autocast]
+        if self._dev.type == "cuda":
             self.device = f"cuda:{self._dev.index or 0} ({torch.cuda.get_device_name(self._dev)})"
         else:
             self.device = f"cpu ({torch.get_num_threads()} threads)"
+
+    def model_info(self):
+        return self._info
 
     def inputs(self) -> List[TensorSpec]:
         return [TensorSpec(self.info.input_name or "input", "float32", (None, 3, None, None))]
@@ -90,6 +124,8 @@ class TorchRunner(Runner):
 
     def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         torch = self._torch
+        if self._fn is None:
+            raise FcnError(f"{self.path.name}: the PyTorch runner is closed")
         if len(feeds) != 1:
             raise FcnError(f"the PyTorch model takes one input, got {sorted(feeds)}")
         arr = np.ascontiguousarray(next(iter(feeds.values())), dtype=np.float32)
@@ -129,6 +165,9 @@ class TorchRunner(Runner):
         )
         return {"logits": out.numpy()}, timing
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._fn = None
         self._model = None
+
+
+ModelFromCheckpoint.runner_class = TorchRunner

@@ -57,7 +57,7 @@ DEFAULT_SIZES: Tuple[Tuple[int, int], ...] = ((97, 131), (360, 480), (500, 375))
 # What export_onnx checks before it renames the file into place.
 EXPORT_SIZES: Tuple[Tuple[int, int], ...] = ((97, 131), (375, 500))
 
-# ONNX executions that verify can use (see run_onnx).
+# ONNX executions that verify can use (see open_engine).
 ENGINES = ("onnxruntime", "reference", "openvino")
 
 
@@ -171,70 +171,40 @@ def read_model_info(onnx_path) -> ModelInfo:
     return ModelInfo.from_metadata(props, source=str(path))
 
 
-class _OnnxExecutor:
-    """Runs an ONNX file on CPU: onnxruntime (default), onnx.reference (true numpy float16
-    arithmetic, slow) or OpenVINO CPU."""
+# What each verify engine is on the runtime's registry (fcn_deploy.backends): the backend and
+# the options that make it a plain fp32 CPU execution.
+ENGINE_BACKENDS: Dict[str, Tuple[str, dict]] = {
+    "onnxruntime": ("onnxruntime", {"providers": ("cpu",)}),
+    "reference": ("reference", {}),
+    "openvino": ("openvino", {"precision": "f32"}),
+}
 
-    def __init__(self, path, engine: str = "onnxruntime"):
-        if engine not in ENGINES:
-            from fcn_deploy.errors import unknown_name
 
-            raise unknown_name("engine", engine, ENGINES)
-        self.engine = engine
-        self.path = str(path)
-        self.input_dtype = np.float32
-        try:
-            if engine == "onnxruntime":
-                import onnxruntime as ort
+def open_engine(path, engine: str = "onnxruntime"):
+    """The runtime Runner that executes ``path`` for verification (onnxruntime CPU, the ONNX
+    reference evaluator, or OpenVINO CPU at f32): ``fcn_deploy.backends.open_runner``."""
+    if engine not in ENGINE_BACKENDS:
+        from fcn_deploy.errors import unknown_name
 
-                so = ort.SessionOptions()
-                so.log_severity_level = 3
-                self._sess = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
-                self.input_name = self._sess.get_inputs()[0].name
-                if self._sess.get_inputs()[0].type == "tensor(float16)":
-                    self.input_dtype = np.float16
-            elif engine == "reference":
-                import onnx
-                from onnx.reference import ReferenceEvaluator
+        raise unknown_name("engine", engine, ENGINES)
+    from fcn_deploy.backends import open_runner
 
-                m = onnx.load(self.path)
-                self._sess = ReferenceEvaluator(m)
-                self.input_name = m.graph.input[0].name
-                if m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
-                    self.input_dtype = np.float16
-            else:
-                import openvino as ov
+    backend, options = ENGINE_BACKENDS[engine]
+    return open_runner(path, backend, **options)
 
-                core = ov.Core()
-                compiled = core.compile_model(self.path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-                self._sess = compiled
-                self.input_name = compiled.inputs[0].get_any_name()
-                if compiled.inputs[0].get_element_type() == ov.Type.f16:
-                    self.input_dtype = np.float16
-        except FcnError:
-            raise
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise FcnError(f"{engine} cannot load {self.path}: {type(e).__name__}: {first[:300]}") from None
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=self.input_dtype)
-        try:
-            if self.engine == "onnxruntime":
-                return self._sess.run(None, {self.input_name: x})[0]
-            if self.engine == "reference":
-                return np.asarray(self._sess.run(None, {self.input_name: x})[0])
-            req = self._sess.create_infer_request()
-            res = req.infer({0: x})
-            return np.asarray(res[self._sess.outputs[0]])
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise FcnError(f"{self.engine} failed to run {self.path} on {x.shape}: {type(e).__name__}: {first[:300]}") from None
+def run_engine(runner, x: np.ndarray) -> np.ndarray:
+    """The first output of ``runner`` on ``x`` (as float16 for a float16-input model, else float32)."""
+    spec = runner.inputs()[0]
+    dtype = np.float16 if spec.dtype == "float16" else np.float32
+    out = runner.infer({spec.name: np.ascontiguousarray(x, dtype=dtype)})
+    return np.asarray(out[runner.outputs()[0].name])
 
 
 def run_onnx(path, x: np.ndarray, *, engine: str = "onnxruntime") -> np.ndarray:
-    """One-shot ONNX execution on CPU (see _OnnxExecutor)."""
-    return _OnnxExecutor(path, engine).run(x)
+    """One-shot ONNX execution on CPU (see :func:`open_engine`)."""
+    with open_engine(path, engine) as runner:
+        return run_engine(runner, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,36 +306,39 @@ def verify_model(
     random_counts = not (precision == "int8" and files)
     from fcn_deploy.export.inputs import image_batch, normalize, random_rgb
 
-    ex = _OnnxExecutor(onnx_path, engine)
-    batches = [static_batch] if static_batch else sorted({1, int(batch)})
-    kinds = ["random"] + (["images"] if files else [])
-    jobs = [(h, w, k) for (h, w) in sizes for k in kinds]
-    cases: List[CaseResult] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    runner = open_engine(onnx_path, engine)
+    try:
+        batches = [static_batch] if static_batch else sorted({1, int(batch)})
+        kinds = ["random"] + (["images"] if files else [])
+        jobs = [(h, w, k) for (h, w) in sizes for k in kinds]
+        cases: List[CaseResult] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="verify", unit="size")
-    for i, (h, w, kind) in enumerate(jobs):
-        nmax = max(batches)
-        if kind == "random":
-            x = normalize(random_rgb(nmax, h, w, seed=seed + i), info)
-        else:
-            x = image_batch(files, nmax, h, w, info, start=i)
-        ref = _torch_logits(model, x)
-        constant = logits_constant(ref)
-        if constant:
-            log.warning("%dx%d %s: %s: this check proves nothing", h, w, kind, CONSTANT_OUTPUT)
-        for n in batches:
-            out = ex.run(np.ascontiguousarray(x[:n]))
-            rel, mx, agree = compare(ref[:n], out, info.output)
-            cases.append(CaseResult(h, w, n, kind, rel, mx, agree, _failures(rel, agree, tolerances),
-                                    counted=kind != "random" or random_counts, constant=constant))
-            log.debug(cases[-1].describe())
+            bar = tqdm(total=len(jobs), desc="verify", unit="size")
+        for i, (h, w, kind) in enumerate(jobs):
+            nmax = max(batches)
+            if kind == "random":
+                x = normalize(random_rgb(nmax, h, w, seed=seed + i), info)
+            else:
+                x = image_batch(files, nmax, h, w, info, start=i)
+            ref = _torch_logits(model, x)
+            constant = logits_constant(ref)
+            if constant:
+                log.warning("%dx%d %s: %s: this check proves nothing", h, w, kind, CONSTANT_OUTPUT)
+            for n in batches:
+                out = run_engine(runner, x[:n])
+                rel, mx, agree = compare(ref[:n], out, info.output)
+                cases.append(CaseResult(h, w, n, kind, rel, mx, agree, _failures(rel, agree, tolerances),
+                                        counted=kind != "random" or random_counts, constant=constant))
+                log.debug(cases[-1].describe())
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    finally:
+        runner.close()
     return VerifyReport(
         onnx=str(onnx_path), precision=precision, output=info.output, engine=engine,
         tolerances=tolerances, cases=tuple(cases), seconds=time.perf_counter() - t0,

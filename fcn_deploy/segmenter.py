@@ -8,7 +8,9 @@
     res.labels                                        # HxW class ids at the input's size
     res.save_labels("street.png"); res.save_overlay("street_overlay.png", alpha=0.5)
 
-No torch: numpy, Pillow and the backend's own library (onnxruntime, openvino or tensorrt).
+No torch: numpy, Pillow and the backend's own library (onnxruntime, openvino or tensorrt);
+:meth:`Segmenter.load` opens through :func:`fcn_deploy.backends.open_runner` (where torch is
+installed that also runs a ``.pt`` checkpoint, on the PyTorch baseline backend).
 The model's classes, palette and input normalization come from the ONNX metadata or the
 plan's sidecar; a model without them is refused.
 
@@ -26,7 +28,6 @@ sessions natively, OpenVINO through a pool of infer requests, TensorRT through a
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -157,14 +158,6 @@ class SegmentationResult:
         _img.write_rgb_png(path, self.colorized())
 
 
-def _check_options(cls, options: dict, backend: str) -> None:
-    params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p, v in params.items() if v.kind == inspect.Parameter.KEYWORD_ONLY]
-    bad = [k for k in options if k not in allowed]
-    if bad:
-        raise FcnError(f"backend {backend!r} does not take option(s) {', '.join(bad)}; it takes: {', '.join(allowed) or 'none'}")
-
-
 class Segmenter:
     """A loaded FCN on one backend. Build with :meth:`load` (or wrap a runner you opened)."""
 
@@ -225,26 +218,23 @@ class Segmenter:
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def load(cls, path, backend: str = "auto", **options) -> "Segmenter":
-        """Open ``path`` (``.onnx`` or ``.plan``) on ``backend`` ("auto", "onnxruntime",
-        "openvino", "tensorrt"). ``options`` go to the runner: onnxruntime ``providers``,
-        ``threads``, ``trt_fp16``, ``trt_cache_dir``, ``device_id``; openvino ``precision``,
-        ``performance``, ``threads``; tensorrt ``device_id``."""
-        from fcn_deploy import backends
+        """Open ``path`` (``.onnx``, ``.plan``, or a ``.pt`` checkpoint where torch is installed)
+        with :func:`fcn_deploy.backends.open_runner` on ``backend`` ("auto", "onnxruntime",
+        "openvino", "tensorrt", "torch", "reference"). ``options`` go to the backend: onnxruntime
+        ``providers``, ``threads``, ``trt_fp16``, ``trt_cache_dir``, ``device_id``; openvino
+        ``precision``, ``performance``, ``threads``; tensorrt ``device_id``; torch ``device``,
+        ``autocast``, ``compile``, ``threads``."""
+        from fcn_deploy.backends import open_runner
 
-        path = Path(path)
-        if not path.exists():
-            raise FcnError(f"{path}: no such file")
-        name = backends.choose_backend(path, backend, options=tuple(options))
-        cls_ = backends.runner_class(name)
-        _check_options(cls_, options, name)
-        runner = cls_(path, **options)
+        runner = open_runner(path, backend, **options)
         try:
-            info = runner.model_info()
-            seg = cls(runner, info, path=path)
+            seg = cls(runner, runner.info, path=path)
         except BaseException:
             runner.close()
             raise
-        log.info("loaded %s (%s %s, %d classes) on %s", path.name, info.arch, info.backbone, info.num_classes, runner.device)
+        info = seg.info
+        log.info("loaded %s (%s %s, %d classes) on %s", Path(path).name, info.arch, info.backbone, info.num_classes,
+                 runner.device)
         return seg
 
     def _check_classes(self, channels: int) -> None:
@@ -376,33 +366,61 @@ class Segmenter:
 
     def infer(self, x: np.ndarray):
         """Run the backend on one input batch; returns (output array, the runner's Timing or None)."""
-        feeds = {self.input_name: x}
-        infer_timed = getattr(self.runner, "infer_timed", None)
-        if infer_timed is not None:
-            outs, rt = infer_timed(feeds)
-        else:
-            outs = self.runner.infer(feeds)
-            rt = getattr(self.runner, "last_timing", None)
+        outs, timing = self.runner.infer_timed({self.input_name: x})
         if self.output_name not in outs:
             raise FcnError(f"backend returned {', '.join(outs)} but not {self.output_name!r}")
-        return np.asarray(outs[self.output_name]), rt
+        return np.asarray(outs[self.output_name]), timing
 
     def postprocess(self, outputs: np.ndarray, index: int, hw: Tuple[int, int], image: np.ndarray,
                     *, confidence: bool = False) -> SegmentationResult:
         """Item ``index`` of a model output batch run at ``hw`` -> a result at ``image``'s size
         (argmax for logits/probs, range-checked labels, nearest/bilinear resize back)."""
-        return self._post(outputs, index, hw, image, confidence)
+        image_h, image_w = image.shape[:2]
+        run_h, run_w = hw
+        resized = (run_h, run_w) != (image_h, image_w)
+        conf = None
+        if self.output_kind == "labels":
+            if outputs.ndim == 4 and outputs.shape[1] == 1:
+                outputs = outputs[:, 0]
+            if outputs.ndim != 3 or outputs.shape[1:] != (run_h, run_w):
+                raise FcnError(f"model returned labels of shape {outputs.shape} for a {run_h}x{run_w} input; "
+                               f"expected (N, {run_h}, {run_w})")
+            item = outputs[index]
+            if item.size and (item.min() < 0 or item.max() >= self.info.num_classes):
+                raise FcnError(f"model returned label {int(item.max())} outside 0..{self.info.num_classes - 1}")
+            if resized:
+                item = _img.resize_nearest(item, (image_h, image_w))
+            labels = item.astype(self.label_dtype)
+        else:
+            if outputs.ndim != 4:
+                raise FcnError(f"model returned {self.output_kind} of shape {outputs.shape}; expected (N, C, H, W)")
+            self._check_classes(outputs.shape[1])
+            if outputs.shape[2:] != (run_h, run_w):
+                raise FcnError(f"model returned {self.output_kind} of spatial size {outputs.shape[2]}x{outputs.shape[3]} "
+                               f"for a {run_h}x{run_w} input")
+            scores = outputs[index]
+            if resized:
+                scores = _img.resize_scores(scores, (image_h, image_w))
+            labels = scores.argmax(axis=0).astype(self.label_dtype)
+            if confidence:
+                scores32 = scores.astype(np.float32, copy=False)
+                top = scores32.max(axis=0)
+                if self.output_kind == "probs":
+                    conf = top
+                else:
+                    conf = (1.0 / np.exp(scores32 - top[None]).sum(axis=0)).astype(np.float32)
+        return SegmentationResult(labels, image, self.info, conf, None, (run_h, run_w) if resized else None)
 
     def _run(self, hw, images: List[np.ndarray], want_conf: bool):
         t0 = time.perf_counter()
         n = len(images)
         x = self.preprocess(images, hw)
         t1 = time.perf_counter()
-        y, rt = self.infer(x)
+        outputs, backend_timing = self.infer(x)
         t2 = time.perf_counter()
         results = []
-        for k, im in enumerate(images):
-            results.append(self._post(y, k, hw, im, want_conf))
+        for index, image in enumerate(images):
+            results.append(self.postprocess(outputs, index, hw, image, confidence=want_conf))
         t3 = time.perf_counter()
         timing = SegmentTiming(
             load_ms=0.0,
@@ -410,46 +428,12 @@ class Segmenter:
             infer_ms=(t2 - t1) * 1e3,
             postprocess_ms=(t3 - t2) * 1e3,
             batch=n,
-            compute_ms=getattr(rt, "compute_ms", None),
-            h2d_ms=getattr(rt, "h2d_ms", None),
-            d2h_ms=getattr(rt, "d2h_ms", None),
+            compute_ms=getattr(backend_timing, "compute_ms", None),
+            h2d_ms=getattr(backend_timing, "h2d_ms", None),
+            d2h_ms=getattr(backend_timing, "d2h_ms", None),
         )
         return [SegmentationResult(r.labels, r.image, r.info, r.confidence, timing, r.resized_from) for r in results], timing
 
-    def _post(self, y: np.ndarray, k: int, hw, image: np.ndarray, want_conf: bool) -> SegmentationResult:
-        H, W = image.shape[:2]
-        h, w = hw
-        resized = (h, w) != (H, W)
-        conf = None
-        if self.output_kind == "labels":
-            if y.ndim == 4 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim != 3 or y.shape[1:] != (h, w):
-                raise FcnError(f"model returned labels of shape {y.shape} for a {h}x{w} input; expected (N, {h}, {w})")
-            lab = y[k]
-            if lab.size and (lab.min() < 0 or lab.max() >= self.info.num_classes):
-                raise FcnError(f"model returned label {int(lab.max())} outside 0..{self.info.num_classes - 1}")
-            if resized:
-                lab = _img.resize_nearest(lab, (H, W))
-            labels = lab.astype(self.label_dtype)
-        else:
-            if y.ndim != 4:
-                raise FcnError(f"model returned {self.output_kind} of shape {y.shape}; expected (N, C, H, W)")
-            self._check_classes(y.shape[1])
-            if y.shape[2:] != (h, w):
-                raise FcnError(f"model returned {self.output_kind} of spatial size {y.shape[2]}x{y.shape[3]} for a {h}x{w} input")
-            s = y[k]
-            if resized:
-                s = _img.resize_scores(s, (H, W))
-            labels = s.argmax(axis=0).astype(self.label_dtype)
-            if want_conf:
-                s32 = s.astype(np.float32, copy=False)
-                m = s32.max(axis=0)
-                if self.output_kind == "probs":
-                    conf = m
-                else:
-                    conf = (1.0 / np.exp(s32 - m[None]).sum(axis=0)).astype(np.float32)
-        return SegmentationResult(labels, image, self.info, conf, None, (h, w) if resized else None)
 
 
 def load(path, backend: str = "auto", **options) -> Segmenter:

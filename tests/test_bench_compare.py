@@ -184,15 +184,34 @@ def test_markdown_report_renders(models, tmp_path):
 
 
 def test_parse_target_and_unknown_backend():
-    t = parse_target("onnx:dir/m.onnx")
-    assert (t.backend, t.path, t.label) == ("onnx", "dir/m.onnx", "onnx:dir/m.onnx")
+    t = parse_target("onnx:dir/m.onnx")  # an old name: the label keeps it, the backend is the runtime's
+    assert (t.backend, t.path, t.label) == ("onnxruntime", "dir/m.onnx", "onnx:dir/m.onnx")
     with pytest.raises(FcnError) as e:
         parse_target("tflite:m.tflite")
-    assert "onnx" in str(e.value) and "torch" in str(e.value) and "plan" in str(e.value)
+    assert "onnxruntime" in str(e.value) and "torch" in str(e.value) and "tensorrt" in str(e.value)
     with pytest.raises(FcnError, match="BACKEND:PATH"):
         parse_target("m.onnx")
     labels = [s.label for s in targets.unique_labels([t, t, t])]
     assert labels == ["onnx:dir/m.onnx", "onnx:dir/m.onnx#2", "onnx:dir/m.onnx#3"]
+
+
+def test_target_names_are_the_runtimes_with_the_old_ones_as_aliases():
+    from fcn_deploy import backends
+
+    names = targets.backend_names()
+    for backend in backends.BACKENDS:  # every runtime backend is a target, named as the runtime names it
+        assert backend in names
+    assert all(n.split("-")[0] in backends.BACKENDS for n in names)
+    old = {"onnx": "onnxruntime", "onnx-cpu": "onnxruntime", "onnx-cuda": "onnxruntime-cuda",
+           "onnx-trt": "onnxruntime-tensorrt", "onnx-throughput": "onnxruntime-throughput", "plan": "tensorrt",
+           "openvino-bf16": "openvino-bf16", "torch-compile-bf16": "torch-compile-bf16",
+           "ort": "onnxruntime", "ov-bf16": "openvino-bf16", "trt": "tensorrt"}
+    for alias, name in old.items():
+        assert targets.get_backend(alias).name == name, alias
+        assert parse_target(f"{alias}:m").backend == name
+    assert targets.is_gpu_target("plan") and targets.is_gpu_target("onnx-cuda") and targets.is_gpu_target("torch-cuda-fp16")
+    assert not targets.is_gpu_target("onnx") and not targets.is_gpu_target("openvino") and not targets.is_gpu_target("rec")
+    assert "aliases:" in targets.backends_help() and "onnx=onnxruntime" in targets.backends_help()
 
 
 @pytest.mark.parametrize("shape", ["1x3x64", "1x1x64x64", "0x3x8x8", "axbxcxd"])

@@ -1,11 +1,14 @@
 """Contract tests over the runtime backend registry (fcn_deploy/backends/__init__.py BACKENDS):
-every registered runner class honours the base-class protocol (fcn_deploy/backends/base.py);
-where its library is installed it is opened on a tiny ONNX and must answer like the protocol
-says; where it is not, opening it is one FcnError line with the install hint. A new backend
-(one module + one BACKENDS entry) is tested here without a new test.
+every registered runner -- onnxruntime, OpenVINO, TensorRT, the PyTorch baseline and the ONNX
+reference evaluator -- honours the base-class protocol (fcn_deploy/backends/base.py: a Loader
+that opens the library object, a Runner over it) and is opened the one way,
+``backends.open_runner``. Where its library is installed it is opened on a tiny model and must
+answer like the protocol says; where it is not, opening it is one FcnError line with the
+install hint. A new backend (one module + one BACKENDS entry) is tested here without a new test.
 
 The TensorRT runner cannot open a plan here (no GPU): it gets the class-level and
-missing-library checks; its behaviour on hardware is unverified here (see test_runtime_tensorrt.py).
+missing-library checks here and runs end to end on the strict stand-ins in test_trt_runner.py;
+its behaviour on hardware is unverified here.
 """
 
 from __future__ import annotations
@@ -17,17 +20,11 @@ import numpy as np
 import pytest
 
 from fcn_deploy import backends
-from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.backends.base import Loader, Runner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError
 from runtime_models import expected_scores, make_tiny_onnx, tiny_info
 
 NAMES = backends.backend_names()
-# The library each backend imports (default: its own name).
-LIBRARY = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
-
-
-def _lib(name):
-    return LIBRARY.get(name, name)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +34,15 @@ def tiny(tmp_path_factory):
     return path, W, b
 
 
-def _model_file(name, tiny, tmp_path):
-    if backends.SUFFIXES[name] == ".onnx":
-        return tiny[0]
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    pytest.importorskip("torch")
+    from test_bench_tiny_models import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("contract") / "tiny.pt", classes=5, seed=1)
+
+
+def _plan(tmp_path):
     from fcn_deploy.sidecar import write_sidecar
     from test_runtime_tensorrt import _sidecar
 
@@ -49,12 +52,26 @@ def _model_file(name, tiny, tmp_path):
     return plan
 
 
-def test_every_backend_has_a_suffix_and_an_install_hint():
+def _model_file(name, tiny, tmp_path):
+    suffix = backends.SUFFIXES[name][0]
+    if suffix == ".onnx":
+        return tiny[0]
+    if suffix == ".plan":
+        return _plan(tmp_path)
+    path = tmp_path / f"m{suffix}"  # never read: the library is missing
+    path.write_bytes(b"not read")
+    return path
+
+
+def test_every_backend_has_suffixes_a_library_and_an_install_hint():
     assert NAMES == sorted(backends.BACKENDS)
     for name in NAMES:
-        assert backends.SUFFIXES[name] in (".onnx", ".plan"), name
+        assert backends.SUFFIXES[name] and all(s.startswith(".") for s in backends.SUFFIXES[name]), name
+        assert backends.LIBRARIES[name], name
         assert "pip install" in backends.INSTALL_HINTS[name], name
         assert backends.canonical_name(name) == name
+    for alias, name in backends.ALIASES.items():
+        assert backends.canonical_name(alias) == name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,20 +79,23 @@ def test_runner_class_contract(name):
     cls = backends.runner_class(name)
     assert issubclass(cls, Runner), f"{cls} is not a backends.base.Runner"
     assert cls.backend == name
-    for method in ("inputs", "outputs", "infer", "close", "model_info", "profile"):
-        assert callable(getattr(cls, method, None)), f"{cls.__name__} has no {method}()"
-    for method in ("inputs", "outputs", "_infer", "model_info"):
+    loader = cls.loader_class
+    assert loader is not None and issubclass(loader, Loader), f"{cls.__name__} has no Loader"
+    assert loader.runner_class is cls, f"{loader.__name__}.runner_class is not {cls.__name__}"
+    for method in ("_bind", "inputs", "outputs", "_infer", "model_info"):
         assert getattr(cls, method) is not getattr(Runner, method, None), f"{cls.__name__} does not implement {method}()"
-    for method in ("infer", "infer_timed"):  # the template over _infer, the same for every backend
-        assert getattr(cls, method) is getattr(Runner, method), f"{cls.__name__} overrides {method}(); implement _infer"
-    params = list(inspect.signature(cls.__init__).parameters.values())
+    for method in ("__init__", "infer", "infer_timed", "close", "warmup"):  # the templates, one for every backend
+        assert getattr(cls, method) is getattr(Runner, method), f"{cls.__name__} overrides {method}()"
+    assert loader.__call__ is not Loader.__call__
+    params = list(inspect.signature(loader.__init__).parameters.values())
     assert params[1].name == "path" and params[1].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in params[2:]), "options must be keyword-only"
+    assert backends.runner_options(cls) == [p.name for p in params[2:]]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_runner_without_its_library_is_one_clear_line(name, tiny, tmp_path, monkeypatch):
-    lib = _lib(name)
+    lib = backends.LIBRARIES[name]
     real_import = builtins.__import__
 
     def no_lib(mod, *a, **k):
@@ -83,41 +103,60 @@ def test_runner_without_its_library_is_one_clear_line(name, tiny, tmp_path, monk
             raise ImportError(f"No module named {lib!r}")
         return real_import(mod, *a, **k)
 
-    monkeypatch.setattr(builtins, "__import__", no_lib)
-    import sys
-
-    for m in [m for m in sys.modules if m == lib or m.startswith(lib + ".")]:
-        monkeypatch.delitem(sys.modules, m)
+    monkeypatch.setattr(builtins, "__import__", no_lib)  # an import statement asks this even when loaded
     with pytest.raises(FcnError) as e:
-        backends.runner_class(name)(_model_file(name, tiny, tmp_path))
+        backends.open_runner(_model_file(name, tiny, tmp_path), name)
     msg = str(e.value)
-    assert "\n" not in msg and "pip install" in msg, msg
+    assert "\n" not in msg and msg.endswith(backends.INSTALL_HINTS[name]) and "not installed" in msg, msg
+
+
+def _open(name, tiny, checkpoint_fixture):
+    lib = backends.LIBRARIES[name]
+    if backends.SUFFIXES[name][0] == ".plan":
+        pytest.skip(f"{name} needs its own engine file and hardware (unverified on hardware here)")
+    pytest.importorskip(lib)
+    path = checkpoint_fixture() if name == "torch" else tiny[0]
+    # A file type only this backend runs (a checkpoint) must reach it under "auto" too.
+    only_here = [n for n in NAMES if path.suffix in backends.SUFFIXES[n]] == [name]
+    return path, backends.open_runner(path, "auto" if only_here else name)
+
+
+def _expected(runner, x, rgb, tiny):
+    if runner.backend != "torch":
+        info = tiny_info(5)
+        return np.stack([expected_scores(im, info, tiny[1], tiny[2]) for im in rgb])
+    import torch
+
+    # The module the runner loaded, called directly (test_bench_torch.py checks the load itself
+    # against an independent rebuild from the checkpoint).
+    with torch.no_grad():
+        return runner._model(torch.from_numpy(x)).numpy()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_runner_behaviour_contract(name, tiny):
-    if backends.SUFFIXES[name] != ".onnx":
-        pytest.skip(f"{name} needs its own engine file and hardware (unverified on hardware here)")
-    pytest.importorskip(_lib(name))
-    path, W, b = tiny
-    cls = backends.runner_class(name)
-    with cls(path) as r:
+def test_runner_behaviour_contract(name, tiny, request):
+    path, r = _open(name, tiny, lambda: request.getfixturevalue("checkpoint"))
+    with r:
         assert r.backend == name and isinstance(r.device, str) and r.device != "?"
+        assert r.path == path and r.loader.path == path
         ins, outs = r.inputs(), r.outputs()
         assert len(ins) == 1 and isinstance(ins[0], TensorSpec) and ins[0].name == "input"
         assert ins[0].dtype == "float32" and len(ins[0].shape) == 4 and ins[0].shape[1] == 3
         assert [o.name for o in outs] == ["logits"]
         assert r.profile() is None or len(r.profile()) == 3
-        assert r.model_info() == tiny_info(5)
+        info = r.model_info()
+        assert r.info == info and info.num_classes == 5 and (name == "torch" or info == tiny_info(5))
         assert r.last_timing is None
         rgb = np.random.default_rng(0).integers(0, 256, (2, 13, 17, 3)).astype(np.uint8)
-        info = tiny_info(5)
         x = ((rgb.astype(np.float32) * info.scale - np.array(info.mean, np.float32)) / np.array(info.std, np.float32))
-        got = r.infer({"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        got = r.infer({"input": x})
         assert set(got) == {"logits"} and isinstance(got["logits"], np.ndarray)
-        want = np.stack([expected_scores(im, info, W, b) for im in rgb])
-        np.testing.assert_allclose(got["logits"], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got["logits"], _expected(r, x, rgb, tiny), rtol=1e-4, atol=1e-4)
         assert isinstance(r.last_timing, Timing) and r.last_timing.total_ms > 0
-        # A second size on the same runner (dynamic H, W).
-        assert r.infer({"input": np.zeros((1, 3, 8, 9), np.float32)})["logits"].shape == (1, 5, 8, 9)
+        out, timing = r.infer_timed({"input": np.zeros((1, 3, 8, 9), np.float32)})  # a second size (dynamic H, W)
+        assert out["logits"].shape == (1, 5, 8, 9) and isinstance(timing, Timing)
+        r.warmup(hw=(8, 8))
     r.close()  # closing twice is harmless
+    with pytest.raises(FcnError, match="closed"):
+        r.infer({"input": x})

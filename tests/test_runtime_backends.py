@@ -27,12 +27,13 @@ def tiny(tmp_path_factory):
 
 def test_unknown_backend_lists_valid_names():
     with pytest.raises(FcnError) as e:
-        backends.canonical_name("pytorch")
-    assert str(e.value) == "unknown backend 'pytorch'; valid: auto, onnxruntime, openvino, tensorrt"
+        backends.canonical_name("tflite")
+    assert str(e.value) == "unknown backend 'tflite'; valid: auto, onnxruntime, openvino, reference, tensorrt, torch"
     assert backends.canonical_name("ORT") == "onnxruntime"
     assert backends.canonical_name("ov") == "openvino"
     assert backends.canonical_name("trt") == "tensorrt"
-    assert backends.backend_names() == ["onnxruntime", "openvino", "tensorrt"]
+    assert backends.canonical_name("pytorch") == "torch"
+    assert backends.backend_names() == ["onnxruntime", "openvino", "reference", "tensorrt", "torch"]
 
 
 def test_backend_must_suit_the_file():
@@ -40,8 +41,12 @@ def test_backend_must_suit_the_file():
         backends.choose_backend("m.plan", "onnxruntime")
     with pytest.raises(FcnError, match="fcn-build"):
         backends.choose_backend("m.onnx", "tensorrt")
-    with pytest.raises(FcnError, match="unknown model file type .pt"):
-        backends.choose_backend("m.pt")
+    with pytest.raises(FcnError, match="unknown model file type .tflite"):
+        backends.choose_backend("m.tflite")
+    with pytest.raises(FcnError, match="PyTorch checkpoint: it runs only on backend 'torch'"):
+        backends.choose_backend("m.pt", "onnxruntime")
+    with pytest.raises(FcnError, match="ONNX model: it runs only on backend 'onnxruntime' or 'openvino' or 'reference'"):
+        backends.choose_backend("m.onnx", "torch")
     assert backends.choose_backend("m.plan") == "tensorrt"
     assert backends.choose_backend("m.onnx", "openvino") == "openvino"
 

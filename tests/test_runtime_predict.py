@@ -89,7 +89,8 @@ def test_openvino_backend_and_threads(model, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--alpha", "2"], "--alpha must be within [0, 1]"),
-    (["--backend", "torch"], "unknown backend 'torch'"),
+    (["--backend", "tflite"], "unknown backend 'tflite'"),
+    (["--backend", "torch"], "ONNX model: it runs only on backend 'onnxruntime' or 'openvino'"),
 ])
 def test_usage_errors_exit_2(model, tmp_path, capsys, args, words):
     path, _, _, _ = model

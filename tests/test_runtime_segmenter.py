@@ -379,7 +379,10 @@ def test_camvid_val_labels_equal_pytorch_argmax(exported, camvid_dir):
 
 # -- TensorRT-only branches, driven by a fake runner on the CPU --------------------------------------
 
-class FakeTrtRunner:
+from fcn_deploy.backends.base import Runner as _Runner  # noqa: E402
+
+
+class FakeTrtRunner(_Runner):
     """Stands in for TrtRunner: backend "tensorrt", a profile with minimum batch 2, and an infer
     as strict as an execution context's set_input_shape (a shape outside the profile, a wrong
     input name or dtype is an error). Computes the tiny 1x1-conv model in numpy."""
@@ -390,11 +393,11 @@ class FakeTrtRunner:
     def __init__(self, W, b, profile=((2, 3, 16, 16), (2, 3, 32, 32), (4, 3, 64, 64))):
         from fcn_deploy.backends.base import TensorSpec, Timing
 
+        super().__init__()
         self.W, self.b, self._profile, self.fed = W, b, profile, []
         self._Timing = Timing
         self._in = [TensorSpec("input", "float32", (-1, 3, -1, -1))]
         self._out = [TensorSpec("logits", "float32", (-1, W.shape[0], -1, -1))]
-        self.last_timing = None
 
     def inputs(self):
         return list(self._in)
@@ -405,7 +408,7 @@ class FakeTrtRunner:
     def profile(self):
         return self._profile
 
-    def infer(self, feeds):
+    def _infer(self, feeds):
         if set(feeds) != {"input"}:
             raise RuntimeError(f"unknown input tensor(s) {sorted(feeds)}")
         x = feeds["input"]
@@ -416,8 +419,7 @@ class FakeTrtRunner:
             raise RuntimeError(f"set_input_shape: {x.shape} outside the profile {lo}..{hi}")
         self.fed.append(x.shape)
         y = np.einsum("nchw,kc->nkhw", x, self.W[:, :, 0, 0]) + self.b[None, :, None, None]
-        self.last_timing = self._Timing(total_ms=0.1, compute_ms=0.05, h2d_ms=0.02, d2h_ms=0.03)
-        return {"logits": y.astype(np.float32)}
+        return {"logits": y.astype(np.float32)}, self._Timing(total_ms=0.1, compute_ms=0.05, h2d_ms=0.02, d2h_ms=0.03)
 
     def close(self):
         pass

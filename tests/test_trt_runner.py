@@ -253,3 +253,34 @@ def test_sidecar_without_compute_capability_checks_the_version_only(monkeypatch,
     side.write_text(json.dumps(d))
     with pytest.raises(FcnError, match="compute_capability 'eight' is not MAJOR.MINOR"):
         fcn_deploy.load(plan)
+
+
+def test_one_engine_shared_by_two_runners_on_the_standin(monkeypatch, tiny, tmp_path):
+    """EngineFromPlan opens the engine once; two runners over it take turns on its context and
+    keep their own buffers; closing a runner frees only its buffers, releasing the engine frees
+    the rest in TensorRT's order (unverified on hardware: the stand-ins)."""
+    _, info, W, b = tiny
+    trt, cuda, plan = _build(monkeypatch, tiny, tmp_path)
+    from fcn_deploy import backends
+    from fcn_deploy.backends.tensorrt import EngineFromPlan
+
+    loader = backends.open_loader(plan, "auto", device_id=0)
+    assert isinstance(loader, EngineFromPlan)
+    engine = loader()
+    a, b_ = loader.runner(engine), loader.runner(engine)
+    img = random_image(24, 32, seed=5)
+    from fcn_deploy.image import preprocess
+
+    x = preprocess([img], info)
+    ya, yb = a.infer({"input": x})["logits"], b_.infer({"input": x})["logits"]
+    np.testing.assert_array_equal(ya, yb)
+    assert (ya[0].argmax(0) == expected_labels(img, info, W, b)).mean() > 0.999
+    a.close()
+    assert cuda._mem, "closing one runner must not free the shared engine's memory"
+    np.testing.assert_array_equal(b_.infer({"input": x})["logits"], ya)
+    b_.close()
+    assert not cuda._mem and [w for w, _ in cuda.released] == []  # buffers gone, the engine still open
+    loader.release(engine)
+    assert [w for w, _ in cuda.released] == ["context", "engine", "runtime"] + ["event"] * 4 + ["stream"]
+    with pytest.raises(FcnError, match="closed"):
+        b_.infer({"input": x})

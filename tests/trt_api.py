@@ -158,6 +158,10 @@ class _Checker(ast.NodeVisitor):
             if isinstance(node.value, ast.Name) and node.value.id == "self":
                 return self.self_attrs.get(node.attr)
             base = self.type_of(node.value)
+            if base is None and isinstance(node.value, (ast.Name, ast.Attribute)):
+                # An attribute of one of the module's own objects (``engine.context`` on a
+                # TrtEngine): the type the module gave ``self.<attr>`` where it assigned it.
+                return self.self_attrs.get(node.attr)
             if base is None or base[0] == "list":
                 return None
             lib, cls = base

@@ -1,5 +1,4 @@
-"""Backend registry: name -> runner class, imported lazily (convention 4: unknown names list
-the valid ones).
+"""Backend registry: name -> runner class, imported lazily; unknown names list the valid ones.
 
 =============  =====================================  ==============================
 name           runs                                   aliases
@@ -7,33 +6,42 @@ name           runs                                   aliases
 onnxruntime    ``.onnx`` (TensorRT / CUDA / CPU EP)   ``ort``
 openvino       ``.onnx`` on the CPU                   ``ov``
 tensorrt       ``.plan`` + its JSON sidecar           ``trt``
+torch          ``.pt`` / ``.pth`` checkpoints         ``pytorch``
+reference      ``.onnx`` in onnx.reference (numpy)    ``onnx-reference``
 =============  =====================================  ==============================
+
+Every backend is a Loader (opens the library object) and a Runner over it
+(:mod:`fcn_deploy.backends.base`). :func:`open_runner` is the one way to open a model file:
+``Segmenter.load``, fcn-bench / fcn-eval and fcn-verify all go through it.
 
 ``auto`` (:func:`choose_backend`):
 
-- ``.plan`` -> tensorrt (a plan runs nowhere else);
+- ``.plan`` -> tensorrt (a plan runs nowhere else); ``.pt``/``.pth`` -> torch (needs torch);
 - ``.onnx`` -> onnxruntime when it offers a GPU provider (TensorRT or CUDA EP);
   otherwise openvino when the CPU is an Intel one (``GenuineIntel`` in /proc/cpuinfo, or
   "Intel" in the platform's processor string) and openvino is installed;
-  otherwise onnxruntime (CPU EP) when installed, else openvino when installed;
+  otherwise onnxruntime (CPU EP) when installed, else openvino when installed
+  (``reference`` only when asked for by name);
 - no slow traps (:func:`ort_cpu_hint`): a file known to run *slower than the fp32 file* on
   onnxruntime's CPU provider on x86 (an int8 file in the TensorRT Q/DQ layout, an fp16 file)
   goes to openvino instead when it is installed and the options allow it (one INFO line says
   so); otherwise onnxruntime is kept and one WARNING line says why it is slow and what to do.
   An explicit ``backend="onnxruntime"`` on such a file gets the same warning.
 
-Importing this module imports no runtime library.
+Importing this module imports no runtime library (and never torch: the torch backend's module
+is imported only when a checkpoint is opened).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import platform
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fcn_deploy.errors import FcnError, unknown_name
 
@@ -43,15 +51,34 @@ BACKENDS: Dict[str, str] = {
     "onnxruntime": "fcn_deploy.backends.ort:OrtRunner",
     "openvino": "fcn_deploy.backends.openvino:OpenVinoRunner",
     "tensorrt": "fcn_deploy.backends.tensorrt:TrtRunner",
+    "torch": "fcn_deploy.benchmarks.torch_runner:TorchRunner",
+    "reference": "fcn_deploy.backends.reference:ReferenceRunner",
 }
-ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
-# Which file suffix each backend runs.
-SUFFIXES = {"onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".plan"}
+ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch", "onnx-reference": "reference"}
+# Which file suffixes each backend runs (the first is its own).
+SUFFIXES: Dict[str, Tuple[str, ...]] = {
+    "onnxruntime": (".onnx",), "openvino": (".onnx",), "tensorrt": (".plan", ".engine"),
+    "torch": (".pt", ".pth"), "reference": (".onnx",),
+}
+# The module each backend imports (what "not installed" means for it).
+LIBRARIES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch",
+             "reference": "onnx"}
+# The one place install hints are written; the runners' "not installed" lines come from here
+# (:func:`not_installed`). Keys: backend names, and libraries a backend needs besides its own.
 INSTALL_HINTS = {
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu on an NVIDIA machine)",
     "openvino": "pip install openvino",
-    "tensorrt": "pip install tensorrt pycuda on a machine with an NVIDIA GPU",
+    "tensorrt": "pip install tensorrt on a machine with an NVIDIA GPU",
+    "pycuda": "pip install pycuda (needs the CUDA toolkit and an NVIDIA GPU)",
+    "torch": "pip install 'fcn-deploy[train]'",
+    "reference": "pip install onnx",
 }
+
+
+def not_installed(name: str, library: Optional[str] = None) -> FcnError:
+    """The one-line error for a backend (or library) whose module is missing:
+    ``"<library> is not installed: <its INSTALL_HINTS entry>"``."""
+    return FcnError(f"{library or LIBRARIES.get(name, name)} is not installed: {INSTALL_HINTS[name]}")
 
 
 def backend_names() -> list:
@@ -78,11 +105,11 @@ def is_installed(module: str) -> bool:
 def cpu_vendor() -> str:
     """'intel', 'amd', 'arm' or 'unknown' (Linux reads /proc/cpuinfo)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
                 if line.startswith("vendor_id"):
-                    v = line.split(":", 1)[1].strip()
-                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(v, v.lower() or "unknown")
+                    vendor = line.split(":", 1)[1].strip()
+                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, vendor.lower() or "unknown")
                 if line.startswith("CPU implementer"):
                     return "arm"
     except OSError:
@@ -128,25 +155,36 @@ def choose_backend(
         finally:
             log.setLevel(level)
     suffix = Path(str(path)).suffix.lower()
-    if suffix not in (".onnx", ".plan", ".engine"):
-        raise FcnError(f"{path}: unknown model file type {suffix or '(none)'}; expected .onnx or .plan")
+    known = sorted({x for xs in SUFFIXES.values() for x in xs})
+    if suffix not in known:
+        raise FcnError(f"{path}: unknown model file type {suffix or '(none)'}; expected one of {', '.join(known)}")
     want = canonical_name(requested)
+    if want != "auto" and suffix not in SUFFIXES[want]:
+        kind = {".plan": "a TensorRT plan", ".engine": "a TensorRT plan", ".pt": "a PyTorch checkpoint",
+                ".pth": "a PyTorch checkpoint"}.get(suffix, "an ONNX model")
+        runs_on = [n for n in BACKENDS if suffix in SUFFIXES[n]]
+        hint = ": build a TensorRT plan with fcn-build" if want == "tensorrt" else ""
+        raise FcnError(f"{path} is {kind}: it runs only on backend {' or '.join(map(repr, runs_on))}, not {want!r}{hint}")
     if suffix in (".plan", ".engine"):
-        if want not in ("auto", "tensorrt"):
-            raise FcnError(f"{path} is a TensorRT plan: it runs only on backend 'tensorrt', not {want!r}")
         return "tensorrt"
-    if want == "tensorrt":
-        raise FcnError(f"{path} is an ONNX model: build a TensorRT plan with fcn-build, or use backend 'onnxruntime'/'openvino'")
-    if want == "openvino":
+    if suffix in SUFFIXES["torch"]:
+        if not is_installed(LIBRARIES["torch"]):
+            raise FcnError(f"{path} is a PyTorch checkpoint: running it needs torch, which is not installed "
+                           f"({INSTALL_HINTS['torch']}); or export it with fcn-export and run the .onnx")
+        return "torch"
+    if want in ("openvino", "reference"):
         return want
     if ort_installed is None:
         ort_installed = is_installed("onnxruntime")
     if openvino_installed is None:
         openvino_installed = is_installed("openvino")
     if ort_installed and ort_providers is None:
-        import onnxruntime
-
-        ort_providers = onnxruntime.get_available_providers()
+        try:
+            import onnxruntime
+        except ImportError:  # found but broken: the runner says it is not installed
+            ort_installed, ort_providers = False, ()
+        else:
+            ort_providers = onnxruntime.get_available_providers()
     if vendor is None:
         vendor = cpu_vendor()
     gpu = bool(ort_installed and ort_gpu_providers(ort_providers or ()))
@@ -287,7 +325,46 @@ def runner_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def create_runner(path, backend: str = "auto", **options):
-    """Open ``path`` on ``backend`` (``auto`` per :func:`choose_backend`); returns a Runner."""
+def runner_options(cls) -> List[str]:
+    """The options a runner class takes: the keyword-only parameters of its loader (or, for a
+    runner without one, of its own ``__init__``)."""
+    opener = getattr(cls, "loader_class", None) or cls
+    params = inspect.signature(opener.__init__).parameters
+    return [p for p, v in params.items() if v.kind == inspect.Parameter.KEYWORD_ONLY]
+
+
+def check_options(cls, options, backend: str) -> None:
+    """FcnError (one line, naming what the backend takes) for an option ``cls`` does not take."""
+    allowed = runner_options(cls)
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise FcnError(f"backend {backend!r} does not take option(s) {', '.join(bad)}; it takes: {', '.join(allowed) or 'none'}")
+
+
+def open_loader(path, backend: str = "auto", **options):
+    """The Loader for ``path`` on ``backend`` (``auto`` resolved by :func:`choose_backend`,
+    the options checked against the backend); it opens nothing until called. For a server:
+    ``loader = open_loader(p); model = loader(); runners = [loader.runner(model) ...]``."""
+    path = Path(path)
+    if not path.exists():
+        raise FcnError(f"{path}: no such file")
     name = choose_backend(path, backend, options=tuple(options))
-    return runner_class(name)(path, **options)
+    cls = runner_class(name)
+    check_options(cls, options, name)
+    return cls.loader_class(path, **options)
+
+
+def open_runner(path, backend: str = "auto", **options):
+    """Open ``path`` on ``backend`` ("auto", a name of :data:`BACKENDS` or an alias) with the
+    backend's options: the one way every stage opens a model file.
+
+    Returns a Runner that owns what it opened, with its :meth:`~base.Runner.model_info` read
+    (``runner.info``); when that fails (an ONNX without fcn-deploy metadata, a broken sidecar)
+    the runner is closed and the FcnError raised."""
+    runner = open_loader(path, backend, **options).runner()
+    try:
+        runner.info
+    except BaseException:
+        runner.close()
+        raise
+    return runner

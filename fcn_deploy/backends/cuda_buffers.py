@@ -24,10 +24,12 @@ from fcn_deploy.errors import FcnError
 
 
 def _driver():
+    from fcn_deploy.backends import not_installed
+
     try:
         import pycuda.driver as cuda
     except ImportError:
-        raise FcnError("pycuda is not installed: pip install pycuda (needs the CUDA toolkit and an NVIDIA GPU)") from None
+        raise not_installed("pycuda") from None
     return cuda
 
 

@@ -1,4 +1,6 @@
-"""OpenVINO backend: ``OpenVinoRunner(path, precision="f32", performance="latency")``.
+"""OpenVINO backend: the loader :class:`CompiledModelFromOnnx` (a ``CompiledModel``) and
+:class:`OpenVinoRunner` over it; ``OpenVinoRunner(path, precision="f32", performance="latency")``
+opens and owns one.
 
 Reads the ONNX with ``ov.Core().read_model`` (dynamic N/H/W kept dynamic) and compiles it
 for the CPU with:
@@ -25,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
+from fcn_deploy.backends.base import Loader, OnnxFileRunner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.onnx_info import read_onnx_header
 
@@ -63,8 +65,9 @@ def _dims(partial_shape) -> Tuple[object, ...]:
     return tuple(out)
 
 
-class OpenVinoRunner(OnnxFileRunner):
-    backend = "openvino"
+class CompiledModelFromOnnx(Loader):
+    """Reads an ONNX file with OpenVINO and compiles it for ``device``; calling it returns a
+    new ``CompiledModel``. The options are checked when the loader is built."""
 
     def __init__(
         self,
@@ -75,60 +78,92 @@ class OpenVinoRunner(OnnxFileRunner):
         threads: Optional[int] = None,
         device: str = "CPU",
     ):
-        super().__init__()
-        cfg = compile_config(precision, performance, threads)
+        super().__init__(path)
+        self.config = compile_config(precision, performance, threads)
+        self.precision = precision
+        self.device = device
+
+    def __call__(self):
+        from fcn_deploy.backends import not_installed
+
         try:
             import openvino as ov
         except ImportError:
-            raise FcnError("openvino is not installed: pip install openvino (or fcn-deploy[openvino])") from None
-        self.path = Path(path)
-        self._header = read_onnx_header(self.path)  # also validates the file before OpenVINO sees it
+            raise not_installed("openvino") from None
+        read_onnx_header(self.path)  # validates the file before OpenVINO sees it
         core = ov.Core()
         try:
-            model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(model, device, cfg)
+            compiled = core.compile_model(core.read_model(str(self.path)), self.device, self.config)
         except Exception as e:
-            first = first_line(e)
-            raise FcnError(f"{self.path}: OpenVINO cannot load this model ({first})") from None
-        self.device = f"OpenVINO {device}"
-        try:
-            p = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-            self.precision = p.get_type_name() if hasattr(p, "get_type_name") else str(p)
-            self.performance = str(self.compiled.get_property("PERFORMANCE_HINT"))
-        except Exception:
-            self.precision, self.performance = "?", "?"
-        if precision is not None and PRECISIONS[str(precision).lower()] != self.precision:
-            log.warning("OpenVINO: precision %s requested, the CPU runs %s", precision, self.precision)
-        log.info("openvino %s: %s on %s, precision %s, hint %s", ov.__version__, self.path.name, device,
-                 self.precision, self.performance)
-        self._inputs = [TensorSpec(p.get_any_name(), OV_TYPES.get(p.get_element_type().get_type_name(), "?"), _dims(p.get_partial_shape()))
-                        for p in self.compiled.inputs]
-        self._outputs = [TensorSpec(p.get_any_name(), OV_TYPES.get(p.get_element_type().get_type_name(), "?"), _dims(p.get_partial_shape()))
-                         for p in self.compiled.outputs]
+            raise FcnError(f"{self.path}: OpenVINO cannot load this model ({first_line(e)})") from None
+        running, hint = compiled_precision(compiled)
+        if self.precision is not None and PRECISIONS[str(self.precision).lower()] != running:
+            log.warning("OpenVINO: precision %s requested, the CPU runs %s", self.precision, running)
+        log.info("openvino %s: %s on %s, precision %s, hint %s", ov.__version__, self.path.name, self.device,
+                 running, hint)
+        return compiled
+
+
+def compiled_precision(compiled) -> Tuple[str, str]:
+    """(inference precision, performance hint) a CompiledModel actually runs with ("?" when
+    this OpenVINO does not say)."""
+    try:
+        prop = compiled.get_property("INFERENCE_PRECISION_HINT")
+        precision = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
+        return precision, str(compiled.get_property("PERFORMANCE_HINT"))
+    except Exception:
+        return "?", "?"
+
+
+def _spec(port) -> TensorSpec:
+    return TensorSpec(port.get_any_name(), OV_TYPES.get(port.get_element_type().get_type_name(), "?"),
+                      _dims(port.get_partial_shape()))
+
+
+class OpenVinoRunner(OnnxFileRunner):
+    """One compiled model: ``OpenVinoRunner(path, **options)`` opens it with
+    :class:`CompiledModelFromOnnx` (the options are that loader's);
+    ``CompiledModelFromOnnx(...).runner(compiled)`` shares an opened one."""
+
+    backend = "openvino"
+    loader_class = CompiledModelFromOnnx
+
+    def _bind(self, loader: Loader, compiled) -> None:
+        self.compiled = compiled
+        self._metadata = dict(read_onnx_header(loader.path).metadata)
+        self.device = f"OpenVINO {getattr(loader, 'device', 'CPU')}"
+        self.precision, self.performance = compiled_precision(compiled)
+        self._inputs = [_spec(port) for port in compiled.inputs]
+        self._outputs = [_spec(port) for port in compiled.outputs]
         self._pool: "queue.SimpleQueue" = queue.SimpleQueue()
 
     def metadata(self) -> Dict[str, str]:
-        return dict(self._header.metadata)
+        return dict(self._metadata)
 
     def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+        compiled = self.compiled
+        if compiled is None:
+            raise FcnError(f"{self.path.name}: the OpenVINO runner is closed")
         try:
-            req = self._pool.get_nowait()
+            request = self._pool.get_nowait()
         except queue.Empty:
-            req = self.compiled.create_infer_request()
+            request = compiled.create_infer_request()
         try:
             t0 = time.perf_counter()
             try:
-                req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+                request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
             except Exception as e:
-                first = first_line(e)
-                raise FcnError(f"OpenVINO failed on input {[v.shape for v in feeds.values()]}: {first}") from None
+                raise FcnError(f"OpenVINO failed on input {[v.shape for v in feeds.values()]}: {first_line(e)}") from None
             # Copies: the request's output tensors are reused by the next call.
-            outs = {spec.name: np.array(req.get_output_tensor(i).data, copy=True) for i, spec in enumerate(self._outputs)}
+            outs = {spec.name: np.array(request.get_output_tensor(i).data, copy=True) for i, spec in enumerate(self._outputs)}
             ms = (time.perf_counter() - t0) * 1e3
         finally:
-            self._pool.put(req)
+            self._pool.put(request)
         return outs, Timing(total_ms=ms, compute_ms=ms)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.compiled = None
         self._pool = queue.SimpleQueue()
+
+
+CompiledModelFromOnnx.runner_class = OpenVinoRunner

@@ -1,4 +1,5 @@
-"""onnxruntime backend: ``OrtRunner(path, providers="auto")``.
+"""onnxruntime backend: the loader :class:`SessionFromOnnx` (an ``InferenceSession``) and
+:class:`OrtRunner` over it; ``OrtRunner(path, providers="auto")`` opens and owns one.
 
 Providers, best first, when ``providers="auto"``: TensorRT EP (fp16 on by default, engine
 and timing caches under ``~/.cache/fcn_deploy/ort_trt``), CUDA EP, CPU EP. The CPU EP is
@@ -25,7 +26,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from fcn_deploy.backends.base import OnnxFileRunner, TensorSpec, Timing
+from fcn_deploy.backends.base import Loader, OnnxFileRunner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.shapes import Profile, format_shape
 
@@ -145,15 +146,16 @@ def _dims(shape) -> Tuple[object, ...]:
 DISABLED_OPTIMIZERS: Tuple[str, ...] = ()
 
 
-class OrtRunner(OnnxFileRunner):
-    """One ONNX model in one onnxruntime ``InferenceSession``.
+LEVELS = ("disable", "basic", "extended", "all")
+
+
+class SessionFromOnnx(Loader):
+    """Opens an ONNX file in an onnxruntime ``InferenceSession``; calling it returns a new one.
 
     ``disabled_optimizers`` names onnxruntime graph transformers to skip (default
     :data:`DISABLED_OPTIMIZERS`, i.e. none), e.g. ``("QDQPropagationTransformer",)``; one name
     may be given as a string. onnxruntime does not check the names: an unknown one is ignored.
     """
-
-    backend = "onnxruntime"
 
     def __init__(
         self,
@@ -168,65 +170,88 @@ class OrtRunner(OnnxFileRunner):
         optimization: str = "all",
         disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
     ):
-        super().__init__()
+        super().__init__(path)
         if isinstance(disabled_optimizers, str):
             disabled_optimizers = (disabled_optimizers,)
+        if threads is not None and int(threads) < 0:
+            raise FcnError(f"threads must be >= 0 (0 = onnxruntime's default), got {threads}")
+        if optimization not in LEVELS:
+            raise FcnError(f"unknown optimization level {optimization!r}; valid: {', '.join(LEVELS)}")
+        self.providers = providers
+        self.threads = threads
+        self.device_id = device_id
+        self.trt_fp16 = trt_fp16
+        self.trt_cache_dir = trt_cache_dir
+        self.trt_profile = trt_profile
+        self.optimization = optimization
+        self.disabled_optimizers = tuple(disabled_optimizers)
+
+    def __call__(self):
+        from fcn_deploy.backends import not_installed
+
         try:
             import onnxruntime as ort
         except ImportError:
-            raise FcnError("onnxruntime is not installed: pip install onnxruntime (or fcn-deploy[ort])") from None
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FcnError(f"{self.path}: no such file")
+            raise not_installed("onnxruntime") from None
+        path = self.path
+        if not path.is_file():
+            raise FcnError(f"{path}: no such file")
         input_name = "input"
-        if trt_profile is not None:
+        if self.trt_profile is not None:
             # The TensorRT EP's trt_profile_*_shapes name the model's real input.
             from fcn_deploy.onnx_info import read_onnx_header
 
-            header = read_onnx_header(self.path)
+            header = read_onnx_header(path)
             if len(header.inputs) != 1:
-                raise FcnError(f"{self.path}: a TensorRT EP profile needs a model with one input, this one has {len(header.inputs)}")
+                raise FcnError(f"{path}: a TensorRT EP profile needs a model with one input, this one has {len(header.inputs)}")
             input_name = header.inputs[0].name
         chosen = resolve_providers(
-            providers, ort.get_available_providers(), device_id=device_id, trt_fp16=trt_fp16,
-            trt_cache_dir=trt_cache_dir, trt_profile=trt_profile, input_name=input_name,
+            self.providers, ort.get_available_providers(), device_id=self.device_id, trt_fp16=self.trt_fp16,
+            trt_cache_dir=self.trt_cache_dir, trt_profile=self.trt_profile, input_name=input_name,
         )
         for name, opts in chosen:
             if name == "TensorrtExecutionProvider":
                 Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        so = ort.SessionOptions()
-        if threads is not None:
-            if int(threads) < 0:
-                raise FcnError(f"threads must be >= 0 (0 = onnxruntime's default), got {threads}")
-            so.intra_op_num_threads = int(threads)
-        levels = {
+        options = ort.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads = int(self.threads)
+        options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }
-        if optimization not in levels:
-            raise FcnError(f"unknown optimization level {optimization!r}; valid: {', '.join(levels)}")
-        so.graph_optimization_level = levels[optimization]
-        so.log_severity_level = 3
+        }[self.optimization]
+        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=so,
+            session = ort.InferenceSession(
+                str(path), sess_options=options,
                 providers=[n for n, _ in chosen], provider_options=[o for _, o in chosen],
-                disabled_optimizers=list(disabled_optimizers) or None,
+                disabled_optimizers=list(self.disabled_optimizers) or None,
             )
         except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...
-            first = first_line(e)
-            raise FcnError(f"{self.path}: onnxruntime cannot load this model ({first})") from None
-        self.providers = list(self.session.get_providers())
+            raise FcnError(f"{path}: onnxruntime cannot load this model ({first_line(e)})") from None
+        running = list(session.get_providers())
+        if chosen[0][0] != running[0]:
+            log.warning("onnxruntime: %s was requested but the session runs on %s", chosen[0][0], running[0])
+        log.info("onnxruntime %s: %s on %s", ort.__version__, path.name, ", ".join(running))
+        return session
+
+
+class OrtRunner(OnnxFileRunner):
+    """One ONNX model in one onnxruntime ``InferenceSession``: ``OrtRunner(path, **options)``
+    opens it with :class:`SessionFromOnnx` (the options are that loader's);
+    ``SessionFromOnnx(...).runner(session)`` shares an opened one."""
+
+    backend = "onnxruntime"
+    loader_class = SessionFromOnnx
+
+    def _bind(self, loader: Loader, session) -> None:
+        self.session = session
+        self.providers = list(session.get_providers())
         self.device = self.providers[0]
-        self.threads = threads
-        wanted = chosen[0][0]
-        if wanted != self.device:
-            log.warning("onnxruntime: %s was requested but the session runs on %s", wanted, self.device)
-        log.info("onnxruntime %s: %s on %s", ort.__version__, self.path.name, ", ".join(self.providers))
-        self._inputs = [TensorSpec(i.name, ort_dtype(i.type), _dims(i.shape)) for i in self.session.get_inputs()]
-        self._outputs = [TensorSpec(o.name, ort_dtype(o.type), _dims(o.shape)) for o in self.session.get_outputs()]
+        self.threads = getattr(loader, "threads", None)
+        self._inputs = [TensorSpec(i.name, ort_dtype(i.type), _dims(i.shape)) for i in session.get_inputs()]
+        self._outputs = [TensorSpec(o.name, ort_dtype(o.type), _dims(o.shape)) for o in session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]
 
     # -- metadata ------------------------------------------------------------------------------
@@ -235,17 +260,22 @@ class OrtRunner(OnnxFileRunner):
 
     # -- Runner protocol (inputs/outputs/model_info: OnnxFileRunner) ---------------------------
     def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+        session = self.session
+        if session is None:
+            raise FcnError(f"{self.path.name}: the onnxruntime runner is closed")
         t0 = time.perf_counter()
         try:
-            outs = self.session.run(self._output_names, feeds)
+            outs = session.run(self._output_names, feeds)
         except Exception as e:
-            first = first_line(e)
-            raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first}") from None
+            raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first_line(e)}") from None
         ms = (time.perf_counter() - t0) * 1e3
         return dict(zip(self._output_names, outs)), Timing(total_ms=ms, compute_ms=ms)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.session = None
+
+
+SessionFromOnnx.runner_class = OrtRunner
 
 
 def _shapes(feeds) -> str:

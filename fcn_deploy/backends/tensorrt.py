@@ -1,4 +1,6 @@
-"""TensorRT backend: ``TrtRunner("fcn8s.plan")`` over TensorRT's named-tensor API (TRT >= 10).
+"""TensorRT backend: the loader :class:`EngineFromPlan` (a :class:`TrtEngine`: engine, execution
+context, CUDA device) and :class:`TrtRunner` over it; ``TrtRunner("fcn8s.plan")`` opens and owns
+one. TensorRT's named-tensor API (TRT >= 10).
 
 Unverified on hardware (see README, "GPU status": the one place that says what has and has not
 run). On the CPU the code is held to the real bindings two ways: every ``trt.*`` / ``pycuda.*``
@@ -32,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fcn_deploy.backends.base import Runner, TensorSpec, Timing
+from fcn_deploy.backends.base import Loader, Runner, TensorSpec, Timing
 from fcn_deploy.errors import FcnError
 from fcn_deploy.modelinfo import ModelInfo
 from fcn_deploy.shapes import Profile, format_shape
@@ -62,23 +64,24 @@ def shared_logger(trt, *, verbose: bool = False):
         logger.min_severity = trt.Logger.VERBOSE
     return logger
 
-NOT_INSTALLED = "TensorRT is not installed: pip install tensorrt on a machine with an NVIDIA GPU"
 
 
 def import_tensorrt():
     """``import tensorrt`` with the one-line error the CLIs print when it is missing."""
+    from fcn_deploy.backends import not_installed
+
     try:
         import tensorrt as trt
     except ImportError:
-        raise FcnError(NOT_INSTALLED) from None
+        raise not_installed("tensorrt", "TensorRT") from None
     return trt
 
 
 def parse_version(text: str) -> Tuple[int, int, int]:
     """"10.3.0.26" -> (10, 3, 0)."""
     parts = []
-    for p in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
+    for part in str(text).split(".")[:3]:
+        digits = "".join(char for char in part if char.isdigit())
         if not digits:
             break
         parts.append(int(digits))
@@ -119,11 +122,11 @@ def portability_problem(plan, sidecar: PlanSidecar, runtime_version: str, gpu: s
     ``--version-compatible`` plans also run on later TensorRT versions; ``--hardware-compat
     ampere+`` plans on any GPU of compute capability 8.0 or later. A sidecar without a compute
     capability (written before it was recorded) is checked on the TensorRT version only."""
-    b = sidecar.builder or {}
+    builder = sidecar.builder or {}
     built_v = parse_version(sidecar.tensorrt_version)
     here_v = parse_version(runtime_version)
     reasons = []
-    if b.get("version_compatible"):
+    if builder.get("version_compatible"):
         if here_v < built_v:
             reasons.append("version")
     elif here_v != built_v:
@@ -131,7 +134,7 @@ def portability_problem(plan, sidecar: PlanSidecar, runtime_version: str, gpu: s
     if sidecar.compute_capability and cc:
         want = tuple(int(x) for x in sidecar.compute_capability.split("."))
         have = tuple(int(x) for x in cc.split("."))
-        hc = b.get("hardware_compat", "none")
+        hc = builder.get("hardware_compat", "none")
         if hc == "ampere+":
             if have < (8, 0):
                 reasons.append("gpu")
@@ -170,74 +173,126 @@ def validate_io(io: Sequence[Tuple[str, bool, str]], sidecar: PlanSidecar) -> Tu
     return inputs[0], list(sidecar.output_names)
 
 
-class TrtRunner(Runner):
-    """One TensorRT plan: one engine, one execution context, one stream, under a lock.
+class TrtEngine:
+    """What :class:`EngineFromPlan` opens: one deserialized engine, its execution context, the
+    CUDA device (context, stream, events) it lives on, and the lock every inference holds (a
+    context is not thread-safe, so runners sharing one engine take turns)."""
 
-    Every engine output gets a device buffer and an address (TensorRT needs all of them), but
-    only the outputs the sidecar names are returned."""
-
-    backend = "tensorrt"
-
-    def __init__(self, path, *, device_id: int = 0, verify_plan: bool = True):
-        super().__init__()
-        self.path = Path(path)
-        self._cuda = None
-        self._buffers = {}
-        self.context = self.engine = self._runtime = None
-        if not self.path.is_file():
-            raise FcnError(f"{self.path}: no such file")
-        # Sidecar first: a plan without it is refused on any machine, GPU or not.
-        self.sidecar = read_sidecar(self.path, verify_plan=verify_plan)
-        trt = import_tensorrt()
-        require_trt10(trt.__version__)
-        from fcn_deploy.backends import cuda_buffers
-
-        self._trt = trt
-        self._lock = threading.Lock()
-        self._cuda = cuda_buffers.CudaDevice(device_id)
-        try:
-            self._open(trt, cuda_buffers)
-        except BaseException:
-            self.close()
-            raise
-        log.info("%s: %s, profile %s", self.path.name, self.device, self._profile.describe())
-
-    def _open(self, trt, cuda_buffers) -> None:
-        cuda = self._cuda
+    def __init__(self, path: Path, sidecar: PlanSidecar, trt, cuda):
+        self.path, self.sidecar, self.trt, self.cuda = path, sidecar, trt, cuda
+        self.lock = threading.Lock()
+        self.runtime = self.engine = self.context = None
         self.device = f"TensorRT {trt.__version__} on {cuda.name}"
-        problem = portability_problem(self.path, self.sidecar, str(trt.__version__), cuda.name, cuda.compute_capability)
+
+    def open(self, trt) -> None:
+        """Deserialize the plan and create the execution context (``trt``: the module)."""
+        cuda, path, sidecar = self.cuda, self.path, self.sidecar
+        problem = portability_problem(path, sidecar, str(trt.__version__), cuda.name, cuda.compute_capability)
         if problem:
             raise FcnError(problem)
         with cuda.active():
-            self._runtime = trt.Runtime(shared_logger(trt))
-            if self.sidecar.builder.get("version_compatible"):
+            self.runtime = trt.Runtime(shared_logger(trt))
+            if sidecar.builder.get("version_compatible"):
                 # Version-compatible plans embed a lean runtime the host must be allowed to run.
-                self._runtime.engine_host_code_allowed = True
-            self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+                self.runtime.engine_host_code_allowed = True
+            self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
-                raise FcnError(deserialize_failure(self.path, self.sidecar, trt.__version__, cuda.name, cuda.compute_capability))
+                raise FcnError(deserialize_failure(path, sidecar, trt.__version__, cuda.name, cuda.compute_capability))
             self.context = self.engine.create_execution_context()
             if self.context is None:
-                raise FcnError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)")
+                raise FcnError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
             io = []
             for i in range(self.engine.num_io_tensors):
                 name = self.engine.get_tensor_name(i)
                 is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-                dt = numpy_dtype(self.engine.get_tensor_dtype(name).name)
-                io.append((name, is_input, dt.name))
-            self._input_name, self._output_names = validate_io(io, self.sidecar)
-            self._all_outputs = [n for n, is_in, _ in io if not is_in]
-            extra = [n for n in self._all_outputs if n not in self._output_names]
+                dtype = numpy_dtype(self.engine.get_tensor_dtype(name).name)
+                io.append((name, is_input, dtype.name))
+            self.input_name, self.output_names = validate_io(io, sidecar)
+            self.all_outputs = [n for n, is_in, _ in io if not is_in]
+            extra = [n for n in self.all_outputs if n not in self.output_names]
             if extra:
-                log.info("%s: engine output(s) %s not in the sidecar get buffers but are not returned", self.path.name, ", ".join(extra))
-            self._dtypes = {n: np.dtype(d) for n, _, d in io}
-            self._static_shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n, _, _ in io}
-            pmin, popt, pmax = self.engine.get_tensor_profile_shape(self._input_name, 0)
-            self._profile = Profile(tuple(pmin), tuple(popt), tuple(pmax))
-            if self._profile != self.sidecar.profile:
+                log.info("%s: engine output(s) %s not in the sidecar get buffers but are not returned", path.name, ", ".join(extra))
+            self.dtypes = {n: np.dtype(d) for n, _, d in io}
+            self.static_shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n, _, _ in io}
+            pmin, popt, pmax = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.profile = Profile(tuple(pmin), tuple(popt), tuple(pmax))
+            if self.profile != sidecar.profile:
                 log.warning("%s: engine profile (%s) differs from its sidecar (%s); using the engine's",
-                            self.path.name, self._profile.describe(), self.sidecar.profile.describe())
-            self._buffers = {n: cuda_buffers.HostDeviceBuffer(self._dtypes[n]) for n, _, _ in io}
+                            path.name, self.profile.describe(), sidecar.profile.describe())
+        log.info("%s: %s, profile %s", path.name, self.device, self.profile.describe())
+
+    @property
+    def closed(self) -> bool:
+        return self.cuda is None
+
+    def close(self) -> None:
+        """Execution context, engine and runtime go with the CUDA context current, in that
+        order; then the device's stream, events and primary context (CudaDevice.close)."""
+        cuda, self.cuda = self.cuda, None
+        if cuda is None:
+            return
+        with self.lock:
+            try:
+                if cuda._ctx is not None:
+                    with cuda.active():
+                        self.context = None
+                        self.engine = None
+                        self.runtime = None
+            finally:
+                cuda.close()
+
+
+class EngineFromPlan(Loader):
+    """Opens a TensorRT plan (after its sidecar and the portability check); calling it returns
+    a new :class:`TrtEngine`. Unverified on hardware (see the module docstring)."""
+
+    def __init__(self, path, *, device_id: int = 0, verify_plan: bool = True):
+        super().__init__(path)
+        self.device_id = int(device_id)
+        self.verify_plan = bool(verify_plan)
+
+    def __call__(self) -> TrtEngine:
+        if not self.path.is_file():
+            raise FcnError(f"{self.path}: no such file")
+        # Sidecar first: a plan without it is refused on any machine, GPU or not.
+        sidecar = read_sidecar(self.path, verify_plan=self.verify_plan)
+        trt = import_tensorrt()
+        require_trt10(trt.__version__)
+        from fcn_deploy.backends import cuda_buffers
+
+        engine = TrtEngine(self.path, sidecar, trt, cuda_buffers.CudaDevice(self.device_id))
+        try:
+            engine.open(trt)
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def release(self, loaded: TrtEngine) -> None:
+        loaded.close()
+
+
+class TrtRunner(Runner):
+    """One TensorRT engine: ``TrtRunner(path, device_id=0)`` opens the plan with
+    :class:`EngineFromPlan` and owns it; ``EngineFromPlan(...).runner(engine)`` shares one
+    (the runners take turns on its context). Every engine output gets a device buffer and an
+    address (TensorRT needs all of them), but only the outputs the sidecar names are returned."""
+
+    backend = "tensorrt"
+    loader_class = EngineFromPlan
+
+    def _bind(self, loader: Loader, engine: TrtEngine) -> None:
+        from fcn_deploy.backends import cuda_buffers
+
+        self._engine = engine
+        self._cuda = engine.cuda
+        self.sidecar = engine.sidecar
+        self.device = engine.device
+        self._input_name, self._output_names = engine.input_name, engine.output_names
+        self._all_outputs = engine.all_outputs
+        self._dtypes, self._static_shapes, self._profile = engine.dtypes, engine.static_shapes, engine.profile
+        with engine.cuda.active():
+            self._buffers = {n: cuda_buffers.HostDeviceBuffer(d) for n, d in self._dtypes.items()}
 
     # -- metadata ------------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
@@ -257,7 +312,7 @@ class TrtRunner(Runner):
 
     # -- inference -----------------------------------------------------------------------------
     def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
-        if self._cuda is None:
+        if self._cuda is None or self._engine.closed:
             raise FcnError(f"{self.path.name}: the TensorRT runner is closed")
         if set(feeds) != {self._input_name}:
             raise FcnError(f"engine takes one input {self._input_name!r}, got {sorted(feeds)}")
@@ -268,8 +323,9 @@ class TrtRunner(Runner):
             raise FcnError(f"engine input {self._input_name!r} is {want.name}, got {x.dtype.name}")
         cuda = self._cuda
         t0 = time.perf_counter()
-        with self._lock, cuda.active():
-            ctx = self.context
+        engine = self._engine
+        with engine.lock, cuda.active():
+            ctx = engine.context
             if not ctx.set_input_shape(self._input_name, tuple(int(d) for d in x.shape)):
                 raise FcnError(f"TensorRT refused input shape {format_shape(x.shape)} (profile {self._profile.describe()})")
             unset = ctx.infer_shapes()
@@ -310,22 +366,19 @@ class TrtRunner(Runner):
             )
         return outs, timing
 
-    def close(self) -> None:
-        """Buffers, execution context, engine and runtime go with the CUDA context current, in
-        that order; then the device's stream, events and primary context (CudaDevice.close)."""
-        cuda, self._cuda = self._cuda, None
-        if cuda is None:
+    def _close(self) -> None:
+        """The runner's buffers go with the engine's CUDA context current; the engine itself
+        goes back to its loader when this runner opened it (Runner.close)."""
+        engine, self._cuda = getattr(self, "_engine", None), None
+        buffers, self._buffers = getattr(self, "_buffers", {}), {}
+        if engine is None or not buffers:
             return
-        lock = getattr(self, "_lock", None) or threading.Lock()
-        with lock:
-            try:
-                if cuda._ctx is not None:
-                    with cuda.active():
-                        for buf in self._buffers.values():
-                            buf.free()
-                        self._buffers = {}
-                        self.context = None
-                        self.engine = None
-                        self._runtime = None
-            finally:
-                cuda.close()
+        with engine.lock:
+            cuda = engine.cuda
+            if cuda is not None and cuda._ctx is not None:
+                with cuda.active():
+                    for buf in buffers.values():
+                        buf.free()
+
+
+EngineFromPlan.runner_class = TrtRunner
