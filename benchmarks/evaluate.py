@@ -160,7 +160,7 @@ def evaluate(
                 valid = (lab >= 0) & (lab < n)
                 if ignore is not None:
                     valid &= lab != ignore
-                lab = np.where(valid, lab, -1)  # -1: never scored by the confusion matrix
+                lab = np.where(valid, lab.astype(np.int32, copy=False), -1)  # -1 (not 255 of a uint8 map): never scored
                 pred = seg.segment(img).labels
                 if on_image is not None:
                     on_image(i, img, lab, pred, seg)
