@@ -348,9 +348,9 @@ def _add_common(p, *, shapes: str, runs: bool = True) -> None:
     add_shape(p, "--shape", channels=3, action="append", help=shapes)
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up iterations per target and shape")
     if runs:
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS})")
-        g.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
+        iters = p.add_mutually_exclusive_group()
+        iters.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS})")
+        iters.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
     add_threads(p, help="CPU threads for the backend (torch.set_num_threads / ORT intra-op / OpenVINO)")
     p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
@@ -382,50 +382,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    r = sub.add_parser("run", help="one model (latency, throughput, memory)", description="Benchmark one model.")
-    src = r.add_mutually_exclusive_group(required=True)
+    run_cmd = sub.add_parser("run", help="one model (latency, throughput, memory)", description="Benchmark one model.")
+    src = run_cmd.add_mutually_exclusive_group(required=True)
     src.add_argument("--plan", "--engine", dest="plan", metavar="PLAN", help="TensorRT plan (unverified on this machine)")
     src.add_argument("--onnx", metavar="MODEL", help="ONNX model on onnxruntime")
     src.add_argument("--openvino", metavar="MODEL", help="ONNX model on OpenVINO (CPU)")
     src.add_argument("--torch", metavar="CHECKPOINT", help="PyTorch checkpoint (the baseline)")
-    r.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
-    r.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
-    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
-    r.add_argument("--autocast", choices=("bf16", "fp16"), help="autocast dtype for --torch")
-    r.add_argument("--compile", action="store_true", help="torch.compile the --torch model")
-    _add_latency(r)
+    run_cmd.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
+    run_cmd.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
+    run_cmd.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
+    run_cmd.add_argument("--autocast", choices=("bf16", "fp16"), help="autocast dtype for --torch")
+    run_cmd.add_argument("--compile", action="store_true", help="torch.compile the --torch model")
+    _add_latency(run_cmd)
 
-    c = sub.add_parser("compare", help="several targets in one process, interleaved; ratios to the first",
+    compare_cmd = sub.add_parser("compare", help="several targets in one process, interleaved; ratios to the first",
                        description="Benchmark several targets side by side (same inputs, one process, "
                                    "iterations interleaved round-robin; ratios to the first).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="backends for BACKEND:PATH:\n" + backends_help())
-    c.add_argument("targets", nargs="+", metavar="BACKEND:PATH", help="the targets, e.g. torch:model.pt onnx:fcn8s.onnx")
-    _add_latency(c)
+    compare_cmd.add_argument("targets", nargs="+", metavar="BACKEND:PATH", help="the targets, e.g. torch:model.pt onnx:fcn8s.onnx")
+    _add_latency(compare_cmd)
 
-    f = sub.add_parser("formats", help="export every precision this machine can run; tabulate size, mean IU, latency",
+    formats_cmd = sub.add_parser("formats", help="export every precision this machine can run; tabulate size, mean IU, latency",
                        description="Export a checkpoint to every format this machine runs and tabulate size, "
                                    "mean IU on a labelled split and latency.")
-    f.add_argument("checkpoint", metavar="CHECKPOINT", help="PyTorch checkpoint (.pt)")
-    f.add_argument("--data", metavar="DIR", required=True, help="dataset to score every format on (mean IU)")
-    add_layout(f, help="layout of --data")
-    f.add_argument("--split", default="val", help="dataset split (default val)")
-    f.add_argument("--limit", type=int, help="evaluate on at most N images")
-    f.add_argument("--out-dir", metavar="DIR", help="keep the exported files here (default: a temp folder)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
-    f.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
+    formats_cmd.add_argument("checkpoint", metavar="CHECKPOINT", help="PyTorch checkpoint (.pt)")
+    formats_cmd.add_argument("--data", metavar="DIR", required=True, help="dataset to score every format on (mean IU)")
+    add_layout(formats_cmd, help="layout of --data")
+    formats_cmd.add_argument("--split", default="val", help="dataset split (default val)")
+    formats_cmd.add_argument("--limit", type=int, help="evaluate on at most N images")
+    formats_cmd.add_argument("--out-dir", metavar="DIR", help="keep the exported files here (default: a temp folder)")
+    formats_cmd.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
+    formats_cmd.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
                    help="idle pause between formats so spinning worker threads sleep (not timed)")
-    _add_common(f, shapes="the one shape to time (default: the dataset's own size)")
+    _add_common(formats_cmd, shapes="the one shape to time (default: the dataset's own size)")
 
-    e = sub.add_parser("ceiling", help="MACs and the fastest latency direct convolution allows on this CPU",
+    ceiling_cmd = sub.add_parser("ceiling", help="MACs and the fastest latency direct convolution allows on this CPU",
                        description="Count an ONNX model's MACs, time its conv layers alone (fp32 and int8) and print "
                                    "the fastest latency direct convolution allows on this CPU.")
-    e.add_argument("model", metavar="MODEL", help="ONNX model")
-    e.add_argument("--reference-ms", type=float, metavar="MS",
+    ceiling_cmd.add_argument("model", metavar="MODEL", help="ONNX model")
+    ceiling_cmd.add_argument("--reference-ms", type=float, metavar="MS",
                    help="a measured latency (e.g. PyTorch eager's median) to turn the floor into the largest "
                         "possible speed-up")
-    e.add_argument("--iterations", type=int, help="timed iterations per layer (default 3)")
-    _add_common(e, shapes=f"input shape, repeatable (default {_default_shape()})", runs=False)
+    ceiling_cmd.add_argument("--iterations", type=int, help="timed iterations per layer (default 3)")
+    _add_common(ceiling_cmd, shapes=f"input shape, repeatable (default {_default_shape()})", runs=False)
     return p
 
 
@@ -487,26 +487,26 @@ def _iterations(iterations: Optional[int], duration: Optional[float]) -> Optiona
     return None if duration is not None else (DEFAULT_ITERATIONS if iterations is None else iterations)
 
 
-def _cmd_ceiling(a) -> int:
+def _cmd_ceiling(args) -> int:
     from fcn_deploy.benchmarks import ceiling as ce
 
-    if a.reference_ms is not None and not (math.isfinite(a.reference_ms) and a.reference_ms > 0):
+    if args.reference_ms is not None and not (math.isfinite(args.reference_ms) and args.reference_ms > 0):
         raise FcnError("--reference-ms must be a positive number of milliseconds")
-    if a.iterations is not None and a.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         raise FcnError("--iterations must be >= 1")
-    if a.warmup < 0:
+    if args.warmup < 0:
         raise FcnError("--warmup must be >= 0")
-    reports = run_ceilings(a.model, tuple(a.shape or [DEFAULT_SHAPE]), threads=a.threads,
-                           iterations=a.iterations or ce.DEFAULT_ITERATIONS, warmup=a.warmup,
-                           reference_ms=a.reference_ms, progress=_progress(a.quiet))
-    if a.json:
+    reports = run_ceilings(args.model, tuple(args.shape or [DEFAULT_SHAPE]), threads=args.threads,
+                           iterations=args.iterations or ce.DEFAULT_ITERATIONS, warmup=args.warmup,
+                           reference_ms=args.reference_ms, progress=_progress(args.quiet))
+    if args.json:
         import json
 
-        atomic_write_text(a.json, json.dumps(reports, indent=2) + "\n")
-        print(f"wrote {a.json}")
-    if a.markdown:
-        atomic_write_text(a.markdown, "\n".join(ce.render(r) for r in reports))
-        print(f"wrote {a.markdown}")
+        atomic_write_text(args.json, json.dumps(reports, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, "\n".join(ce.render(r) for r in reports))
+        print(f"wrote {args.markdown}")
     return 0
 
 
@@ -526,55 +526,55 @@ def run_ceilings(model: str, shapes: Sequence[Tuple[int, int, int, int]], *, thr
     return reports
 
 
-def _cmd_formats(a) -> int:
+def _cmd_formats(args) -> int:
     import json
 
     from fcn_deploy.benchmarks import formats
 
-    if a.limit is not None and a.limit < 1:
-        raise FcnError(f"--limit must be >= 1, got {a.limit}")
-    if not Path(a.checkpoint).is_file():
-        raise FcnError(f"checkpoint not found: {a.checkpoint}")
-    if Path(a.checkpoint).suffix.lower() not in (".pt", ".pth"):
-        raise FcnError(f"formats takes a PyTorch checkpoint (.pt), got {a.checkpoint}")
-    if a.shape and len(a.shape) > 1:
+    if args.limit is not None and args.limit < 1:
+        raise FcnError(f"--limit must be >= 1, got {args.limit}")
+    if not Path(args.checkpoint).is_file():
+        raise FcnError(f"checkpoint not found: {args.checkpoint}")
+    if Path(args.checkpoint).suffix.lower() not in (".pt", ".pth"):
+        raise FcnError(f"formats takes a PyTorch checkpoint (.pt), got {args.checkpoint}")
+    if args.shape and len(args.shape) > 1:
         raise FcnError("formats times one shape; give --shape once")
-    config = BenchConfig(warmup=a.warmup, iterations=_iterations(a.iterations, a.duration), duration_s=a.duration,
-                         threads=a.threads, seed=a.seed, prepost=False, settle_ms=a.settle_ms)
-    progress = None if a.quiet else (
+    config = BenchConfig(warmup=args.warmup, iterations=_iterations(args.iterations, args.duration), duration_s=args.duration,
+                         threads=args.threads, seed=args.seed, prepost=False, settle_ms=args.settle_ms)
+    progress = None if args.quiet else (
         lambda m: print(m, file=sys.stderr) if not m.split(": ", 1)[-1].startswith(("iteration", "warm-up")) else None)
-    doc = formats.run_formats(a.checkpoint, a.data, fmt=a.layout, split=a.split, out_dir=a.out_dir, limit=a.limit,
-                              shape=a.shape[0] if a.shape else None, config=config, progress=progress)
+    doc = formats.run_formats(args.checkpoint, args.data, fmt=args.layout, split=args.split, out_dir=args.out_dir, limit=args.limit,
+                              shape=args.shape[0] if args.shape else None, config=config, progress=progress)
     print(formats.render_table(doc))
-    if a.json:
-        atomic_write_text(a.json, json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {a.json}")
-    if a.markdown:
-        atomic_write_text(a.markdown, formats.render_markdown(doc))
-        print(f"wrote {a.markdown}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, formats.render_markdown(doc))
+        print(f"wrote {args.markdown}")
     return 0 if any(r["error"] is None for r in doc["rows"]) else 1
 
 
-def _cmd_latency(a) -> int:
+def _cmd_latency(args) -> int:
     """``run`` (one target) and ``compare`` (several)."""
-    if a.images and not Path(a.images).is_dir():
-        raise FcnError(f"--images: folder not found: {a.images}")
+    if args.images and not Path(args.images).is_dir():
+        raise FcnError(f"--images: folder not found: {args.images}")
     config = BenchConfig(
-        shapes=tuple(a.shape or [DEFAULT_SHAPE]), warmup=a.warmup, iterations=_iterations(a.iterations, a.duration),
-        duration_s=a.duration, threads=a.threads, seed=a.seed, images=a.images, prepost=not a.no_prepost,
-        settle_ms=a.settle_ms, concurrency=a.concurrency,
+        shapes=tuple(args.shape or [DEFAULT_SHAPE]), warmup=args.warmup, iterations=_iterations(args.iterations, args.duration),
+        duration_s=args.duration, threads=args.threads, seed=args.seed, images=args.images, prepost=not args.no_prepost,
+        settle_ms=args.settle_ms, concurrency=args.concurrency,
     )
-    compare = a.command == "compare"
+    compare = args.command == "compare"
     if compare:
-        specs = [parse_target(t) for t in a.targets]
+        specs = [parse_target(t) for t in args.targets]
     else:
-        specs = [single_spec(plan=a.plan, onnx=a.onnx, openvino=a.openvino, torch=a.torch, provider=a.provider,
-                             ov_precision=a.ov_precision, device=a.device, autocast=a.autocast, compile=a.compile)]
+        specs = [single_spec(plan=args.plan, onnx=args.onnx, openvino=args.openvino, torch=args.torch, provider=args.provider,
+                             ov_precision=args.ov_precision, device=args.device, autocast=args.autocast, compile=args.compile)]
         # A single model that cannot be opened is a plain CLI error (one line, exit 2).
         if not Path(specs[0].path).exists():
             raise FcnError(f"file not found: {specs[0].path}")
-    return run_and_report(specs, config, compare=compare, json_path=a.json, markdown=a.markdown, plot=a.plot,
-                          quiet=a.quiet)
+    return run_and_report(specs, config, compare=compare, json_path=args.json, markdown=args.markdown, plot=args.plot,
+                          quiet=args.quiet)
 
 
 def run_and_report(specs: Sequence[TargetSpec], config: BenchConfig, *, compare: bool, json_path: Optional[str] = None,
@@ -610,9 +610,9 @@ def parse_args(argv):
 
 
 def _main(argv) -> int:
-    a = parse_args(argv)
-    check_outputs(a.json, a.markdown, getattr(a, "plot", None))
-    return {"run": _cmd_latency, "compare": _cmd_latency, "formats": _cmd_formats, "ceiling": _cmd_ceiling}[a.command](a)
+    args = parse_args(argv)
+    check_outputs(args.json, args.markdown, getattr(args, "plot", None))
+    return {"run": _cmd_latency, "compare": _cmd_latency, "formats": _cmd_formats, "ceiling": _cmd_ceiling}[args.command](args)
 
 
 def main(argv=None) -> int:

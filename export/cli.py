@@ -36,60 +36,61 @@ def _parser() -> argparse.ArgumentParser:
         "fcn-export --check-trt F = fcn-export check-trt F, fcn-export --adopt F OUT = fcn-export adopt F OUT",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    o = sub.add_parser("onnx", help="export a checkpoint to ONNX (the default command)",
+    onnx_cmd = sub.add_parser("onnx", help="export a checkpoint to ONNX (the default command)",
                        description="Export an fcn-deploy checkpoint to ONNX and check it against PyTorch.")
-    o.add_argument("checkpoint", help="fcn-deploy checkpoint (.pt)")
-    o.add_argument("onnx_out", metavar="OUTPUT.onnx", help="ONNX file to write")
-    o.add_argument("--opset", type=int, default=17, help=f"ONNX opset {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
-    o.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
-    o.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
-    o.add_argument("--graph-output", "--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
+    onnx_cmd.add_argument("checkpoint", help="fcn-deploy checkpoint (.pt)")
+    onnx_cmd.add_argument("onnx_out", metavar="OUTPUT.onnx", help="ONNX file to write")
+    onnx_cmd.add_argument("--opset", type=int, default=17, help=f"ONNX opset {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
+    onnx_cmd.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
+    onnx_cmd.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
+    onnx_cmd.add_argument("--graph-output", "--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
                    help="graph output: logits (N,C,H,W float32), probs (softmax), labels (N,H,W int32); "
                    "default: %(default)s")
-    o.add_argument("--graph-input", "--input", dest="input_kind", choices=INPUT_KINDS, default="float",
+    onnx_cmd.add_argument("--graph-input", "--input", dest="input_kind", choices=INPUT_KINDS, default="float",
                    help="graph input: float ((N,3,H,W) float32, normalised by the caller) or uint8 ((N,H,W,3) RGB "
                    "pixels, normalisation inside the graph; with --graph-output labels the runtime's pre/post is a "
                    "view and a copy); default: %(default)s")
-    o.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
-    add_hw(o, "--static", help="fix height and width (for runtimes that need static shapes)")
-    o.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
-    add_layout(o, flag="--calib-layout", aliases=("--calib-format",), dest="calib_layout", choices=CALIB_FORMATS,
+    onnx_cmd.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
+    add_hw(onnx_cmd, "--static", help="fix height and width (for runtimes that need static shapes)")
+    onnx_cmd.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
+    add_layout(onnx_cmd, flag="--calib-layout", aliases=("--calib-format",), dest="calib_layout", choices=CALIB_FORMATS,
                default="images",
                help="layout of --calib-data, read like fcn-train reads it (train split; masks never used): "
                "images = every image directly in DIR, camvid = DIR/train/, voc = JPEGImages per "
                "ImageSets/Segmentation/train.txt, folders = DIR/images/[train/]")
-    o.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
-    o.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD, help="default: %(default)s")
-    o.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE, metavar="P",
+    onnx_cmd.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
+    onnx_cmd.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD, help="default: %(default)s")
+    onnx_cmd.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE, metavar="P",
                    help="percentile method: %% of each tensor's |values| kept inside the range (default: %(default)s)")
-    add_hw(o, "--calib-size", help="resize calibration images (default: the first image's size)")
-    o.add_argument("--quantize-head", action="store_true",
+    add_hw(onnx_cmd, "--calib-size", help="resize calibration images (default: the first image's size)")
+    onnx_cmd.add_argument("--quantize-head", action="store_true",
                    help="int8: also quantize the FCN head (upsampling ConvTransposes and skip Adds); default float")
-    o.add_argument("--quantize-stem", action="store_true",
+    onnx_cmd.add_argument("--quantize-stem", action="store_true",
                    help="int8: also quantize the stem (the convolution reading the raw image); default float")
-    o.add_argument("--keep-float", action="append", default=[], metavar="NODE",
+    onnx_cmd.add_argument("--keep-float", action="append", default=[], metavar="NODE",
                    help="int8: keep this node float too (exact ONNX node name or fnmatch pattern, e.g. "
                    "'/inner/backbone/layer1/*'); repeatable")
-    o.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
+    onnx_cmd.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
                    help="int8 Q/DQ layout: tensorrt (int8, zero point 0; what TensorRT needs) or cpu (uint8 "
                    "activations: integer kernels in onnxruntime on x86 and OpenVINO; not for TensorRT); "
                    "default: %(default)s")
-    o.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
-    o.add_argument("--verify-sizes", type=hw_list_type(), metavar="HxW,...",
+    onnx_cmd.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
+    onnx_cmd.add_argument("--verify-sizes", type=hw_list_type(), metavar="HxW,...",
                    help="sizes of the parity check (default 97x131,375x500)")
 
-    c = sub.add_parser("check-trt", help="check an ONNX file for TensorRT readiness (no GPU needed)",
+    check_cmd = sub.add_parser("check-trt", help="check an ONNX file for TensorRT readiness (no GPU needed)",
                        description="Check an ONNX file for TensorRT readiness (ops, dtypes, Q/DQ layout; no GPU needed).")
-    c.add_argument("onnx_file", metavar="FILE.onnx", help="the ONNX file to check")
+    check_cmd.add_argument("onnx_file", metavar="FILE.onnx", help="the ONNX file to check")
 
-    a = sub.add_parser("adopt", help="stamp fcn-deploy metadata onto an ONNX exported elsewhere",
+    # allow_abbrev=False: onnx's --output (an old spelling of --graph-output) must not be read as --output-name.
+    adopt_cmd = sub.add_parser("adopt", allow_abbrev=False, help="stamp fcn-deploy metadata onto an ONNX exported elsewhere",
                        description="Stamp fcn-deploy metadata onto an ONNX exported elsewhere (e.g. the model zoo's "
                        "fcn-resnet50-11), so the runtime and the other tools use it like one of ours.")
-    a.add_argument("foreign", metavar="FOREIGN.onnx", help="the foreign ONNX file")
-    a.add_argument("adopted", metavar="OUT.onnx", help="the adopted file to write")
-    a.add_argument("--classes", metavar="voc|camvid|FILE", help="the class names (FILE: one per line)")
-    a.add_argument("--input-convention", metavar="NAME", help="imagenet | caffe | mmseg | pochih")
-    a.add_argument("--output-name", metavar="NAME", help="the segmentation output (default: the only one, or 'out')")
+    adopt_cmd.add_argument("foreign", metavar="FOREIGN.onnx", help="the foreign ONNX file")
+    adopt_cmd.add_argument("adopted", metavar="OUT.onnx", help="the adopted file to write")
+    adopt_cmd.add_argument("--classes", metavar="voc|camvid|FILE", help="the class names (FILE: one per line)")
+    adopt_cmd.add_argument("--input-convention", metavar="NAME", help="imagenet | caffe | mmseg | pochih")
+    adopt_cmd.add_argument("--output-name", metavar="NAME", help="the segmentation output (default: the only one, or 'out')")
     return p
 
 
