@@ -188,9 +188,8 @@ def add_layout(p, *, default: Optional[str] = "camvid", choices: Optional[Sequen
     ``choices`` is given), spelt ``--layout``; the old ``--format`` is kept as an alias."""
     if choices is None:
         from fcn_deploy.datasets import FORMATS as choices
-    alias_note = f" (old spelling: {', '.join(aliases)})" if aliases else ""
     p.add_argument(flag, *aliases, dest=dest, choices=tuple(choices), default=default, metavar="LAYOUT",
-                   help=f"{help}: {' | '.join(choices)}" + (f" (default {default})" if default else "") + alias_note)
+                   help=f"{help}: {' | '.join(choices)}" + (f" (default {default})" if default else ""))
 
 
 def add_hw(p, *flags, square: bool = True, help: str = "size", **kwargs) -> None:
