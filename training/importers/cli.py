@@ -476,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "(then fcn-export / fcn-verify / fcn-eval / fcn-bench use it like one from fcn-train).")
     p.add_argument("source", metavar="SOURCE", help="the foreign checkpoint (.pth/.pt state_dict, wrapped or not; raw formats by suffix)")
     p.add_argument("out", metavar="OUT.pt", help="the fcn-deploy checkpoint to write")
-    # The source's format (a model-file format, not a dataset layout): the importers' registry names.
-    p.add_argument("--from", dest="fmt", default="auto", choices=["auto", *importer_names()], metavar="SOURCE_FORMAT",
+    # The source's format (a model-file format, not a dataset layout): the importers' registry names
+    # (checked by get_importer, whose error lists them).
+    p.add_argument("--from", dest="fmt", default="auto", metavar="SOURCE_FORMAT",
                    help="auto | " + " | ".join(importer_names()) + " (default auto: recognise by keys)")
     p.add_argument("--arch", default=None, help="fcn-deploy arch, where the keys cannot tell (e.g. fcn8s vs fcn8s-atonce)")
     p.add_argument("--num-classes", type=int, default=None, help="expected class count; an error when the weights disagree")
