@@ -155,6 +155,11 @@ def shape_type(*, channels: Optional[int] = None) -> Callable:
 
 # -- shared argument groups -----------------------------------------------------------------------
 
+def _default_note(default) -> str:
+    # argparse.SUPPRESS: a parser whose unset flags stay out of the namespace (fcn-train's recipes).
+    return f" (default {default})" if default not in (None, "", argparse.SUPPRESS) else ""
+
+
 def add_backend(p, *, default: Optional[str] = "auto", auto: bool = True, names: Optional[Iterable[str]] = None,
                 help: str = "runtime backend") -> None:
     """``--backend NAME``: a name (or alias, any case) of fcn_deploy.backends' registry, stored as
@@ -174,11 +179,12 @@ def add_backend(p, *, default: Optional[str] = "auto", auto: bool = True, names:
         return name
 
     p.add_argument("--backend", type=_argtype(backend, "backend"), default=default, metavar="NAME",
-                   help=f"{help}: {' | '.join(valid)}" + (f" (default {default})" if default else ""))
+                   help=f"{help}: {' | '.join(valid)}" + _default_note(default))
 
 
-def add_threads(p, *, help: str = "CPU threads for the backend") -> None:
-    p.add_argument("--threads", type=_argtype(positive_int, "threads"), default=None, metavar="N", help=help)
+def add_threads(p, *, default: Optional[int] = None, help: str = "CPU threads for the backend") -> None:
+    p.add_argument("--threads", type=_argtype(positive_int, "threads"), default=default, metavar="N",
+                   help=help + _default_note(default))
 
 
 def add_layout(p, *, default: Optional[str] = "camvid", choices: Optional[Sequence[str]] = None,
@@ -189,7 +195,7 @@ def add_layout(p, *, default: Optional[str] = "camvid", choices: Optional[Sequen
     if choices is None:
         from fcn_deploy.datasets import FORMATS as choices
     p.add_argument(flag, *aliases, dest=dest, choices=tuple(choices), default=default, metavar="LAYOUT",
-                   help=f"{help}: {' | '.join(choices)}" + (f" (default {default})" if default else ""))
+                   help=f"{help}: {' | '.join(choices)}" + _default_note(default))
 
 
 def add_hw(p, *flags, square: bool = True, help: str = "size", **kwargs) -> None:
