@@ -162,10 +162,10 @@ def _call(target: OpenedTarget, feeds, series: Series, record: bool) -> None:
     if not record:
         return
     series.latency_ms.append(dt)
-    t = getattr(target.runner, "last_timing", None)
-    series.h2d_ms.append(getattr(t, "h2d_ms", None))
-    series.compute_ms.append(getattr(t, "compute_ms", None))
-    series.d2h_ms.append(getattr(t, "d2h_ms", None))
+    timing = getattr(target.runner, "last_timing", None)
+    series.h2d_ms.append(getattr(timing, "h2d_ms", None))
+    series.compute_ms.append(getattr(timing, "compute_ms", None))
+    series.d2h_ms.append(getattr(timing, "d2h_ms", None))
     series.last_output = out
 
 
@@ -176,72 +176,72 @@ def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progre
     same neighbour. A target that raises is dropped for this shape; its series keeps the error.
     """
     batches = pixel_batches(shape, seed=config.seed, images=config.images)
-    series = {t.spec.label: Series(t.spec.label, tuple(shape)) for t in targets}
+    series = {target.spec.label: Series(target.spec.label, tuple(shape)) for target in targets}
     active: List[OpenedTarget] = []
     feeds: Dict[str, List[Dict[str, np.ndarray]]] = {}
-    for t in targets:
-        if t.error:
-            series[t.spec.label].error = t.error
+    for target in targets:
+        if target.error:
+            series[target.spec.label].error = target.error
             continue
         try:
-            feeds[t.spec.label] = _feeds_for(t, batches)
+            feeds[target.spec.label] = _feeds_for(target, batches)
         except Exception as e:
-            series[t.spec.label].error = error_text(e)
+            series[target.spec.label].error = error_text(e)
             continue
-        active.append(t)
+        active.append(target)
 
-    def one_round(r: int, record: bool) -> None:
+    def one_round(round_no: int, record: bool) -> None:
         if not active:
             return
-        k = r % len(active)
-        for t in active[k:] + active[:k]:
+        first = round_no % len(active)
+        for target in active[first:] + active[:first]:
             if len(active) > 1 and config.settle_ms:
                 time.sleep(config.settle_ms / 1000.0)
-            s = series[t.spec.label]
+            measured = series[target.spec.label]
             try:
-                f = feeds[t.spec.label]
-                _call(t, f[r % len(f)], s, record)
+                pool = feeds[target.spec.label]
+                _call(target, pool[round_no % len(pool)], measured, record)
             except Exception as e:  # the others still run
-                log.debug("%s failed at %s", t.spec.label, shape, exc_info=True)
-                s.error = error_text(e)
-                active.remove(t)
+                log.debug("%s failed at %s", target.spec.label, shape, exc_info=True)
+                measured.error = error_text(e)
+                active.remove(target)
 
-    for r in range(config.warmup):
-        one_round(r, record=False)
+    for round_no in range(config.warmup):
+        one_round(round_no, record=False)
         if progress:
-            progress(f"warm-up {r + 1}/{config.warmup}")
+            progress(f"warm-up {round_no + 1}/{config.warmup}")
     start = time.perf_counter()
-    r = 0
+    done = 0
     while active:
-        if config.iterations is not None and r >= config.iterations:
+        if config.iterations is not None and done >= config.iterations:
             break
-        if config.duration_s is not None and r >= 1 and time.perf_counter() - start >= config.duration_s:
+        if config.duration_s is not None and done >= 1 and time.perf_counter() - start >= config.duration_s:
             break
-        one_round(r, record=True)
-        r += 1
+        one_round(done, record=True)
+        done += 1
         if progress:
             total = config.iterations if config.iterations is not None else None
-            progress(f"iteration {r}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
+            progress(f"iteration {done}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
     if config.concurrency > 1:
-        for t in active:
-            s = series[t.spec.label]
+        for target in active:
+            measured = series[target.spec.label]
             try:
-                s.concurrent_ips = concurrent_ips(t, feeds[t.spec.label], config.concurrency,
+                measured.concurrent_ips = concurrent_ips(target, feeds[target.spec.label], config.concurrency,
                                                   calls=max(config.iterations or DEFAULT_ITERATIONS, 2 * config.concurrency))
             except Exception as e:
-                log.warning("%s: throughput with %d in flight could not be measured: %s", t.spec.label,
+                log.warning("%s: throughput with %d in flight could not be measured: %s", target.spec.label,
                             config.concurrency, error_text(e))
             if progress:
-                progress(f"throughput {t.spec.label}")
+                progress(f"throughput {target.spec.label}")
     if config.prepost:
-        for t in active:
-            s = series[t.spec.label]
+        for target in active:
+            measured = series[target.spec.label]
             try:
-                s.pre_ms, s.post_ms = _time_prepost(t, batches[0], s.last_output)
+                measured.pre_ms, measured.post_ms = _time_prepost(target, batches[0], measured.last_output)
             except Exception as e:
-                log.warning("%s: pre/post-processing could not be timed: %s", t.spec.label, error_text(e))
-    for s in series.values():
-        s.last_output = None
+                log.warning("%s: pre/post-processing could not be timed: %s", target.spec.label, error_text(e))
+    for measured in series.values():
+        measured.last_output = None
     return series
 
 

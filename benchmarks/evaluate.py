@@ -297,15 +297,14 @@ def _pil_heatmap(norm: np.ndarray, class_names, path, cell: int = 24) -> None:
     n = norm.shape[0]
     margin = 8 + 7 * max((len(c) for c in class_names), default=1)
     img = Image.new("RGB", (margin + n * cell + 4, margin + n * cell + 4), "white")
-    d = ImageDraw.Draw(img)
+    draw = ImageDraw.Draw(img)
     for i in range(n):
-        d.text((2, margin + i * cell + cell // 3), str(class_names[i]), fill="black")
-        d.text((margin + i * cell + 2, 2), str(i), fill="black")
+        draw.text((2, margin + i * cell + cell // 3), str(class_names[i]), fill="black")
+        draw.text((margin + i * cell + 2, 2), str(i), fill="black")
         for j in range(n):
-            v = float(norm[i, j])
-            c = int(255 * (1 - v))
+            shade = int(255 * (1 - float(norm[i, j])))
             x0, y0 = margin + j * cell, margin + i * cell
-            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(c, c, 255), outline=(220, 220, 220))
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline=(220, 220, 220))
     with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp, format="PNG")
 

@@ -78,11 +78,11 @@ def cli_parser(**kwargs) -> CliParser:
 def _print_chain(e: BaseException) -> None:
     """Every exception of ``e``'s chain with its traceback, suppressed contexts included."""
     seen = set()
-    x: Optional[BaseException] = e
-    while x is not None and id(x) not in seen:
-        seen.add(id(x))
-        x.__suppress_context__ = False
-        x = x.__cause__ or x.__context__
+    link: Optional[BaseException] = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__suppress_context__ = False
+        link = link.__cause__ or link.__context__
     traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
 
 
@@ -124,12 +124,12 @@ def _argtype(fn: Callable, name: str) -> Callable:
 
 def positive_int(text) -> int:
     try:
-        v = int(text)
+        value = int(text)
     except (TypeError, ValueError):
         raise FcnError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise FcnError(f"must be >= 1, got {v}")
-    return v
+    if value < 1:
+        raise FcnError(f"must be >= 1, got {value}")
+    return value
 
 
 def hw_type(*, square: bool = True) -> Callable:
