@@ -91,6 +91,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
     with ``--debug`` / FCN_DEPLOY_DEBUG=1 the error chain is printed before that line."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     token = _debug.set(False)
+    level = logging.getLogger("fcn_deploy").level  # --debug lowers it for this run only
     try:
         try:
             return int(main(argv) or 0)
@@ -104,6 +105,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
             return 130
     finally:
         _debug.reset(token)
+        logging.getLogger("fcn_deploy").setLevel(level)
 
 
 # -- argument types -------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Parsing only: nothing here loads a model."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from fcn_deploy.errors import FcnError
@@ -117,6 +119,7 @@ def test_debug_prints_the_chain_an_fcn_error_hid(capsys, monkeypatch):
     assert err.endswith("error: not a number\n")
     assert run_cli(body, []) == 2  # --debug lasts one run
     assert capsys.readouterr().err == "error: not a number\n"
+    assert logging.getLogger("fcn_deploy").level != logging.DEBUG
 
 
 def test_debug_given_before_or_after_a_subcommand(capsys, monkeypatch):
