@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -101,20 +100,12 @@ class BenchConfig:
             raise FcnError(f"--concurrency must be >= 1, got {self.concurrency}")
 
 
-_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
-
-
 def parse_shape(text: str) -> Tuple[int, int, int, int]:
-    """``NxCxHxW`` (e.g. 1x3x360x480) -> a tuple; C must be 3."""
-    m = _SHAPE_RE.match(text)
-    if not m:
-        raise FcnError(f"--shape {text!r} is not NxCxHxW (e.g. 1x3x360x480)")
-    n, c, h, w = (int(v) for v in m.groups())
-    if min(n, h, w) < 1:
-        raise FcnError(f"--shape {text!r}: N, H and W must be >= 1")
-    if c != 3:
-        raise FcnError(f"--shape {text!r}: FCN models take 3 channels (RGB), got C={c}")
-    return (n, c, h, w)
+    """``NxCxHxW`` (e.g. 1x3x360x480, or 1,3,360,480) -> a tuple; C must be 3.
+    :func:`fcn_deploy.shapes.parse_shape`, kept here as an alias."""
+    from fcn_deploy.shapes import parse_shape as parse
+
+    return parse(text, what="--shape", channels=3)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -171,10 +162,10 @@ def _call(target: OpenedTarget, feeds, series: Series, record: bool) -> None:
     if not record:
         return
     series.latency_ms.append(dt)
-    t = getattr(target.runner, "last_timing", None)
-    series.h2d_ms.append(getattr(t, "h2d_ms", None))
-    series.compute_ms.append(getattr(t, "compute_ms", None))
-    series.d2h_ms.append(getattr(t, "d2h_ms", None))
+    timing = getattr(target.runner, "last_timing", None)
+    series.h2d_ms.append(getattr(timing, "h2d_ms", None))
+    series.compute_ms.append(getattr(timing, "compute_ms", None))
+    series.d2h_ms.append(getattr(timing, "d2h_ms", None))
     series.last_output = out
 
 
@@ -185,72 +176,72 @@ def run_shape(targets: List[OpenedTarget], shape, config: BenchConfig, *, progre
     same neighbour. A target that raises is dropped for this shape; its series keeps the error.
     """
     batches = pixel_batches(shape, seed=config.seed, images=config.images)
-    series = {t.spec.label: Series(t.spec.label, tuple(shape)) for t in targets}
+    series = {target.spec.label: Series(target.spec.label, tuple(shape)) for target in targets}
     active: List[OpenedTarget] = []
     feeds: Dict[str, List[Dict[str, np.ndarray]]] = {}
-    for t in targets:
-        if t.error:
-            series[t.spec.label].error = t.error
+    for target in targets:
+        if target.error:
+            series[target.spec.label].error = target.error
             continue
         try:
-            feeds[t.spec.label] = _feeds_for(t, batches)
+            feeds[target.spec.label] = _feeds_for(target, batches)
         except Exception as e:
-            series[t.spec.label].error = error_text(e)
+            series[target.spec.label].error = error_text(e)
             continue
-        active.append(t)
+        active.append(target)
 
-    def one_round(r: int, record: bool) -> None:
+    def one_round(round_no: int, record: bool) -> None:
         if not active:
             return
-        k = r % len(active)
-        for t in active[k:] + active[:k]:
+        first = round_no % len(active)
+        for target in active[first:] + active[:first]:
             if len(active) > 1 and config.settle_ms:
                 time.sleep(config.settle_ms / 1000.0)
-            s = series[t.spec.label]
+            measured = series[target.spec.label]
             try:
-                f = feeds[t.spec.label]
-                _call(t, f[r % len(f)], s, record)
+                pool = feeds[target.spec.label]
+                _call(target, pool[round_no % len(pool)], measured, record)
             except Exception as e:  # the others still run
-                log.debug("%s failed at %s", t.spec.label, shape, exc_info=True)
-                s.error = error_text(e)
-                active.remove(t)
+                log.debug("%s failed at %s", target.spec.label, shape, exc_info=True)
+                measured.error = error_text(e)
+                active.remove(target)
 
-    for r in range(config.warmup):
-        one_round(r, record=False)
+    for round_no in range(config.warmup):
+        one_round(round_no, record=False)
         if progress:
-            progress(f"warm-up {r + 1}/{config.warmup}")
+            progress(f"warm-up {round_no + 1}/{config.warmup}")
     start = time.perf_counter()
-    r = 0
+    done = 0
     while active:
-        if config.iterations is not None and r >= config.iterations:
+        if config.iterations is not None and done >= config.iterations:
             break
-        if config.duration_s is not None and r >= 1 and time.perf_counter() - start >= config.duration_s:
+        if config.duration_s is not None and done >= 1 and time.perf_counter() - start >= config.duration_s:
             break
-        one_round(r, record=True)
-        r += 1
+        one_round(done, record=True)
+        done += 1
         if progress:
             total = config.iterations if config.iterations is not None else None
-            progress(f"iteration {r}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
+            progress(f"iteration {done}" + (f"/{total}" if total else f" ({time.perf_counter() - start:.0f}/{config.duration_s:.0f} s)"))
     if config.concurrency > 1:
-        for t in active:
-            s = series[t.spec.label]
+        for target in active:
+            measured = series[target.spec.label]
             try:
-                s.concurrent_ips = concurrent_ips(t, feeds[t.spec.label], config.concurrency,
+                measured.concurrent_ips = concurrent_ips(target, feeds[target.spec.label], config.concurrency,
                                                   calls=max(config.iterations or DEFAULT_ITERATIONS, 2 * config.concurrency))
             except Exception as e:
-                log.warning("%s: throughput with %d in flight could not be measured: %s", t.spec.label,
+                log.warning("%s: throughput with %d in flight could not be measured: %s", target.spec.label,
                             config.concurrency, error_text(e))
             if progress:
-                progress(f"throughput {t.spec.label}")
+                progress(f"throughput {target.spec.label}")
     if config.prepost:
-        for t in active:
-            s = series[t.spec.label]
+        for target in active:
+            measured = series[target.spec.label]
             try:
-                s.pre_ms, s.post_ms = _time_prepost(t, batches[0], s.last_output)
+                measured.pre_ms, measured.post_ms = _time_prepost(target, batches[0], measured.last_output)
             except Exception as e:
-                log.warning("%s: pre/post-processing could not be timed: %s", t.spec.label, error_text(e))
-    for s in series.values():
-        s.last_output = None
+                log.warning("%s: pre/post-processing could not be timed: %s", target.spec.label, error_text(e))
+    for measured in series.values():
+        measured.last_output = None
     return series
 
 
@@ -340,95 +331,141 @@ def run_benchmark(specs: Sequence[TargetSpec], config: BenchConfig, *, progress=
 
 # -- CLI ------------------------------------------------------------------------------------------
 
+COMMANDS = ("run", "compare", "formats", "ceiling")
+# The old mode flags (one mutually exclusive group before the subcommands) still work:
+# `fcn-bench --compare A B` is `fcn-bench compare A B`, `fcn-bench --onnx M` is `fcn-bench run --onnx M`.
+_LEGACY_MOVES = {"--compare": "compare", "--formats": "formats", "--ceiling": "ceiling"}
+_LEGACY_SELECTS = {"--plan": "run", "--engine": "run", "--onnx": "run", "--openvino": "run", "--torch": "run"}
+
+
+def _default_shape() -> str:
+    return "x".join(map(str, DEFAULT_SHAPE))
+
+
+def _add_common(p, *, shapes: str, runs: bool = True) -> None:
+    from fcn_deploy.cli_kit import add_shape, add_threads
+
+    add_shape(p, "--shape", channels=3, action="append", help=shapes)
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up iterations per target and shape")
+    if runs:
+        iters = p.add_mutually_exclusive_group()
+        iters.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS})")
+        iters.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
+    add_threads(p, help="CPU threads for the backend (torch.set_num_threads / ORT intra-op / OpenVINO)")
+    p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+def _add_latency(p) -> None:
+    """The options of the latency runs (run and compare)."""
+    _add_common(p, shapes=f"input shape, repeatable (default {_default_shape()})")
+    p.add_argument("--images", metavar="DIR", help="real images (resized to each shape) instead of random pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
+    p.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
+                   help="idle pause between targets in a comparison so spinning worker threads sleep (not timed)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="K",
+                   help="also measure images/s with K requests in flight from K threads (default 1: latency only)")
+    p.add_argument("--no-prepost", action="store_true", help="skip timing pre/post-processing")
+    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution and img/s against batch (needs matplotlib)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import add_layout, cli_parser
 
     p = cli_parser(
         prog="fcn-bench",
         description="Benchmark FCN inference (latency, throughput, memory), alone or side by side.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="backends for --compare BACKEND:PATH:\n" + backends_help(),
+        epilog="the old spellings still work: fcn-bench --onnx M = fcn-bench run --onnx M, "
+               "fcn-bench --compare A B = fcn-bench compare A B, --formats / --ceiling likewise",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--engine", metavar="PLAN", help="TensorRT engine (unverified on this machine)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run_cmd = sub.add_parser("run", help="one model (latency, throughput, memory)", description="Benchmark one model.")
+    src = run_cmd.add_mutually_exclusive_group(required=True)
+    src.add_argument("--plan", "--engine", dest="plan", metavar="PLAN", help="TensorRT plan (unverified on this machine)")
     src.add_argument("--onnx", metavar="MODEL", help="ONNX model on onnxruntime")
     src.add_argument("--openvino", metavar="MODEL", help="ONNX model on OpenVINO (CPU)")
     src.add_argument("--torch", metavar="CHECKPOINT", help="PyTorch checkpoint (the baseline)")
-    src.add_argument("--compare", nargs="+", metavar="BACKEND:PATH",
-                     help="several targets in one process, interleaved; ratios to the first")
-    src.add_argument("--formats", metavar="CHECKPOINT",
-                     help="export every precision this machine can run and tabulate size, mean IU, latency")
-    src.add_argument("--ceiling", metavar="MODEL",
-                     help="count an ONNX model's MACs, time its conv layers alone (fp32 and int8) and print "
-                          "the fastest latency direct convolution allows on this CPU")
-    p.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
-    p.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
-    p.add_argument("--autocast", choices=("bf16", "fp16"), help="autocast dtype for --torch")
-    p.add_argument("--compile", action="store_true", help="torch.compile the --torch model")
-    p.add_argument("--shape", action="append", metavar="NxCxHxW",
-                   help=f"input shape, repeatable (default {'x'.join(map(str, DEFAULT_SHAPE))})")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up iterations per target and shape")
-    runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--iterations", type=int, help=f"timed iterations per target and shape (default {DEFAULT_ITERATIONS}; "
-                                                        "--ceiling: 3 per layer)")
-    runs.add_argument("--duration", type=float, metavar="S", help="time each shape for about S seconds instead")
-    p.add_argument("--threads", type=int, help="CPU threads for the backend (torch.set_num_threads / ORT intra-op / OpenVINO)")
-    p.add_argument("--images", metavar="DIR", help="real images (resized to each shape) instead of random pixels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
-    p.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
-                   help="idle pause between targets in --compare so spinning worker threads sleep (not timed)")
-    p.add_argument("--concurrency", type=int, default=1, metavar="K",
-                   help="also measure images/s with K requests in flight from K threads (default 1: latency only)")
-    p.add_argument("--no-prepost", action="store_true", help="skip timing pre/post-processing")
-    p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
-    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
-    p.add_argument("--plot", metavar="FILE.png", help="plot latency against resolution and img/s against batch (needs matplotlib)")
-    # --formats
-    p.add_argument("--data", metavar="DIR", help="dataset for --formats (mean IU per format)")
-    p.add_argument("--format", dest="data_format", default="camvid", help="dataset layout for --formats: camvid|voc|folders")
-    p.add_argument("--split", default="val", help="dataset split for --formats")
-    p.add_argument("--limit", type=int, help="--formats: evaluate on at most N images")
-    p.add_argument("--out-dir", metavar="DIR", help="--formats: keep the exported files here (default: a temp folder)")
-    # --ceiling
-    p.add_argument("--reference-ms", type=float, metavar="MS",
-                   help="--ceiling: a measured latency (e.g. PyTorch eager's median) to turn the floor into "
-                        "the largest possible speed-up")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    run_cmd.add_argument("--provider", choices=("cpu", "cuda", "trt"), default="cpu", help="onnxruntime provider for --onnx")
+    run_cmd.add_argument("--ov-precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
+    run_cmd.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --torch")
+    run_cmd.add_argument("--autocast", choices=("bf16", "fp16"), help="autocast dtype for --torch")
+    run_cmd.add_argument("--compile", action="store_true", help="torch.compile the --torch model")
+    _add_latency(run_cmd)
+
+    compare_cmd = sub.add_parser("compare", help="several targets in one process, interleaved; ratios to the first",
+                       description="Benchmark several targets side by side (same inputs, one process, "
+                                   "iterations interleaved round-robin; ratios to the first).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="backends for BACKEND:PATH:\n" + backends_help())
+    compare_cmd.add_argument("targets", nargs="+", metavar="BACKEND:PATH", help="the targets, e.g. torch:model.pt onnx:fcn8s.onnx")
+    _add_latency(compare_cmd)
+
+    formats_cmd = sub.add_parser("formats", help="export every precision this machine can run; tabulate size, mean IU, latency",
+                       description="Export a checkpoint to every format this machine runs and tabulate size, "
+                                   "mean IU on a labelled split and latency.")
+    formats_cmd.add_argument("checkpoint", metavar="CHECKPOINT", help="PyTorch checkpoint (.pt)")
+    formats_cmd.add_argument("--data", metavar="DIR", required=True, help="dataset to score every format on (mean IU)")
+    add_layout(formats_cmd, help="layout of --data")
+    formats_cmd.add_argument("--split", default="val", help="dataset split (default val)")
+    formats_cmd.add_argument("--limit", type=int, help="evaluate on at most N images")
+    formats_cmd.add_argument("--out-dir", metavar="DIR", help="keep the exported files here (default: a temp folder)")
+    formats_cmd.add_argument("--seed", type=int, default=0, help="seed of the random input pixels")
+    formats_cmd.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
+                   help="idle pause between formats so spinning worker threads sleep (not timed)")
+    _add_common(formats_cmd, shapes="the one shape to time (default: the dataset's own size)")
+
+    ceiling_cmd = sub.add_parser("ceiling", help="MACs and the fastest latency direct convolution allows on this CPU",
+                       description="Count an ONNX model's MACs, time its conv layers alone (fp32 and int8) and print "
+                                   "the fastest latency direct convolution allows on this CPU.")
+    ceiling_cmd.add_argument("model", metavar="MODEL", help="ONNX model")
+    ceiling_cmd.add_argument("--reference-ms", type=float, metavar="MS",
+                   help="a measured latency (e.g. PyTorch eager's median) to turn the floor into the largest "
+                        "possible speed-up")
+    ceiling_cmd.add_argument("--iterations", type=int, help="timed iterations per layer (default 3)")
+    _add_common(ceiling_cmd, shapes=f"input shape, repeatable (default {_default_shape()})", runs=False)
     return p
 
 
-def _single_spec(a) -> TargetSpec:
-    if a.engine:
-        return TargetSpec("plan", a.engine, f"plan:{a.engine}")
-    if a.onnx:
-        name = {"cpu": "onnx", "cuda": "onnx-cuda", "trt": "onnx-trt"}[a.provider]
-        return TargetSpec(name, a.onnx, f"{name}:{a.onnx}")
-    if a.openvino:
-        name = "openvino" if a.ov_precision == "f32" else "openvino-bf16"
-        return TargetSpec(name, a.openvino, f"{name}:{a.openvino}")
+def single_spec(*, plan: Optional[str] = None, onnx: Optional[str] = None, openvino: Optional[str] = None,
+                torch: Optional[str] = None, provider: str = "cpu", ov_precision: str = "f32", device: str = "cpu",
+                autocast: Optional[str] = None, compile: bool = False) -> TargetSpec:
+    """The target of ``fcn-bench run``'s flags (exactly one of plan / onnx / openvino / torch)."""
+    if plan:
+        return TargetSpec("plan", plan, f"plan:{plan}")
+    if onnx:
+        name = {"cpu": "onnx", "cuda": "onnx-cuda", "trt": "onnx-trt"}[provider]
+        return TargetSpec(name, onnx, f"{name}:{onnx}")
+    if openvino:
+        name = "openvino" if ov_precision == "f32" else "openvino-bf16"
+        return TargetSpec(name, openvino, f"{name}:{openvino}")
+    if not torch:
+        raise FcnError("give one of --plan, --onnx, --openvino, --torch")
     name = "torch"
-    if a.device == "cuda":
-        name = "torch-cuda-fp16" if a.autocast == "fp16" else "torch-cuda"
-        if a.autocast == "bf16" or a.compile:
+    if device == "cuda":
+        name = "torch-cuda-fp16" if autocast == "fp16" else "torch-cuda"
+        if autocast == "bf16" or compile:
             raise FcnError("--device cuda supports --autocast fp16 only (no bf16/--compile variant registered)")
-    elif a.compile:
-        name = "torch-compile-bf16" if a.autocast == "bf16" else "torch-compile"
-        if a.autocast == "fp16":
+    elif compile:
+        name = "torch-compile-bf16" if autocast == "bf16" else "torch-compile"
+        if autocast == "fp16":
             raise FcnError("--compile with --autocast fp16 is not a registered variant; use bf16")
-    elif a.autocast:
-        name = f"torch-{a.autocast}"
-    return TargetSpec(name, a.torch, f"{name}:{a.torch}")
+    elif autocast:
+        name = f"torch-{autocast}"
+    return TargetSpec(name, torch, f"{name}:{torch}")
 
 
-def _check_outputs(a) -> None:
-    for opt, path in (("--json", a.json), ("--markdown", a.markdown), ("--plot", a.plot)):
+def check_outputs(json_path: Optional[str] = None, markdown: Optional[str] = None, plot: Optional[str] = None) -> None:
+    """The report files can be written (their folders exist; the plot is a .png)."""
+    for opt, path in (("--json", json_path), ("--markdown", markdown), ("--plot", plot)):
         if path:
             parent = Path(path).parent
             if not parent.is_dir():
                 raise FcnError(f"{opt}: folder {parent} does not exist")
-    if a.plot and not a.plot.lower().endswith(".png"):
-        raise FcnError(f"--plot {a.plot!r}: give a .png file name")
+    if plot and not plot.lower().endswith(".png"):
+        raise FcnError(f"--plot {plot!r}: give a .png file name")
 
 
 def _progress(quiet: bool):
@@ -446,88 +483,136 @@ def _progress(quiet: bool):
     return cb
 
 
-def _run_ceiling(a) -> int:
+def _iterations(iterations: Optional[int], duration: Optional[float]) -> Optional[int]:
+    return None if duration is not None else (DEFAULT_ITERATIONS if iterations is None else iterations)
+
+
+def _cmd_ceiling(args) -> int:
     from fcn_deploy.benchmarks import ceiling as ce
 
-    if a.reference_ms is not None and not (math.isfinite(a.reference_ms) and a.reference_ms > 0):
+    if args.reference_ms is not None and not (math.isfinite(args.reference_ms) and args.reference_ms > 0):
         raise FcnError("--reference-ms must be a positive number of milliseconds")
-    if a.duration is not None:
-        raise FcnError("--ceiling times each layer a fixed number of --iterations; --duration does not apply")
-    for opt, value in (("--plot", a.plot), ("--images", a.images)):
-        if value:
-            raise FcnError(f"{opt} does not apply to --ceiling")
-    if a.iterations is not None and a.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         raise FcnError("--iterations must be >= 1")
-    if a.warmup < 0:
+    if args.warmup < 0:
         raise FcnError("--warmup must be >= 0")
-    if a.threads is not None and a.threads < 1:
-        raise FcnError("--threads must be >= 1")
-    shapes = [parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))])]
-    progress = _progress(a.quiet)
+    reports = run_ceilings(args.model, tuple(args.shape or [DEFAULT_SHAPE]), threads=args.threads,
+                           iterations=args.iterations or ce.DEFAULT_ITERATIONS, warmup=args.warmup,
+                           reference_ms=args.reference_ms, progress=_progress(args.quiet))
+    if args.json:
+        import json
+
+        atomic_write_text(args.json, json.dumps(reports, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, "\n".join(ce.render(r) for r in reports))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def run_ceilings(model: str, shapes: Sequence[Tuple[int, int, int, int]], *, threads: Optional[int], iterations: int,
+                 warmup: int, reference_ms: Optional[float], progress=None) -> List[dict]:
+    """One ceiling report per shape (printed as each finishes)."""
+    from fcn_deploy.benchmarks import ceiling as ce
+
     reports = []
     for shape in shapes:
-        r = ce.ceiling(a.ceiling, shape, threads=a.threads, iterations=a.iterations or ce.DEFAULT_ITERATIONS,
-                       warmup=a.warmup, reference_ms=a.reference_ms, progress=progress)
+        r = ce.ceiling(model, shape, threads=threads, iterations=iterations, warmup=warmup,
+                       reference_ms=reference_ms, progress=progress)
         if progress and sys.stderr.isatty():
             sys.stderr.write("\r\033[K")
         print(ce.render(r))
         reports.append(r)
-    if a.json:
-        import json
-
-        atomic_write_text(a.json, json.dumps(reports, indent=2) + "\n")
-        print(f"wrote {a.json}")
-    if a.markdown:
-        atomic_write_text(a.markdown, "\n".join(ce.render(r) for r in reports))
-        print(f"wrote {a.markdown}")
-    return 0
+    return reports
 
 
-def _main(argv) -> int:
-    a = _parser().parse_args(argv)
-    _check_outputs(a)
-    if a.formats:
-        from fcn_deploy.benchmarks import formats
+def _cmd_formats(args) -> int:
+    import json
 
-        return formats.run_cli_formats(a)
-    if a.ceiling:
-        return _run_ceiling(a)
-    if a.images and not Path(a.images).is_dir():
-        raise FcnError(f"--images: folder not found: {a.images}")
-    shapes = tuple(parse_shape(s) for s in (a.shape or ["x".join(map(str, DEFAULT_SHAPE))]))
+    from fcn_deploy.benchmarks import formats
+
+    if args.limit is not None and args.limit < 1:
+        raise FcnError(f"--limit must be >= 1, got {args.limit}")
+    if not Path(args.checkpoint).is_file():
+        raise FcnError(f"checkpoint not found: {args.checkpoint}")
+    if Path(args.checkpoint).suffix.lower() not in (".pt", ".pth"):
+        raise FcnError(f"formats takes a PyTorch checkpoint (.pt), got {args.checkpoint}")
+    if args.shape and len(args.shape) > 1:
+        raise FcnError("formats times one shape; give --shape once")
+    config = BenchConfig(warmup=args.warmup, iterations=_iterations(args.iterations, args.duration), duration_s=args.duration,
+                         threads=args.threads, seed=args.seed, prepost=False, settle_ms=args.settle_ms)
+    progress = None if args.quiet else (
+        lambda m: print(m, file=sys.stderr) if not m.split(": ", 1)[-1].startswith(("iteration", "warm-up")) else None)
+    doc = formats.run_formats(args.checkpoint, args.data, fmt=args.layout, split=args.split, out_dir=args.out_dir, limit=args.limit,
+                              shape=args.shape[0] if args.shape else None, config=config, progress=progress)
+    print(formats.render_table(doc))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, formats.render_markdown(doc))
+        print(f"wrote {args.markdown}")
+    return 0 if any(r["error"] is None for r in doc["rows"]) else 1
+
+
+def _cmd_latency(args) -> int:
+    """``run`` (one target) and ``compare`` (several)."""
+    if args.images and not Path(args.images).is_dir():
+        raise FcnError(f"--images: folder not found: {args.images}")
     config = BenchConfig(
-        shapes=shapes, warmup=a.warmup,
-        iterations=None if a.duration is not None else (DEFAULT_ITERATIONS if a.iterations is None else a.iterations),
-        duration_s=a.duration, threads=a.threads, seed=a.seed, images=a.images, prepost=not a.no_prepost,
-        settle_ms=a.settle_ms, concurrency=a.concurrency,
+        shapes=tuple(args.shape or [DEFAULT_SHAPE]), warmup=args.warmup, iterations=_iterations(args.iterations, args.duration),
+        duration_s=args.duration, threads=args.threads, seed=args.seed, images=args.images, prepost=not args.no_prepost,
+        settle_ms=args.settle_ms, concurrency=args.concurrency,
     )
-    specs = [parse_target(t) for t in a.compare] if a.compare else [_single_spec(a)]
-    if not a.compare:
+    compare = args.command == "compare"
+    if compare:
+        specs = [parse_target(t) for t in args.targets]
+    else:
+        specs = [single_spec(plan=args.plan, onnx=args.onnx, openvino=args.openvino, torch=args.torch, provider=args.provider,
+                             ov_precision=args.ov_precision, device=args.device, autocast=args.autocast, compile=args.compile)]
         # A single model that cannot be opened is a plain CLI error (one line, exit 2).
-        probe = specs[0]
-        if not Path(probe.path).exists():
-            raise FcnError(f"file not found: {probe.path}")
-    progress = _progress(a.quiet)
+        if not Path(specs[0].path).exists():
+            raise FcnError(f"file not found: {specs[0].path}")
+    return run_and_report(specs, config, compare=compare, json_path=args.json, markdown=args.markdown, plot=args.plot,
+                          quiet=args.quiet)
+
+
+def run_and_report(specs: Sequence[TargetSpec], config: BenchConfig, *, compare: bool, json_path: Optional[str] = None,
+                   markdown: Optional[str] = None, plot: Optional[str] = None, quiet: bool = False) -> int:
+    """Benchmark ``specs``, print the table and write the reports asked for; the exit status."""
+    progress = _progress(quiet)
     report = run_benchmark(specs, config, progress=progress)
     if progress and sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    if not a.compare and report["targets"][0]["error"]:
+    if not compare and report["targets"][0]["error"]:
         raise FcnError(f"{specs[0].label}: {report['targets'][0]['error']}")
     print(rep.render_text(report))
-    if a.json:
-        rep.write_json(report, a.json)
-        print(f"wrote {a.json}")
-    if a.markdown:
-        rep.write_markdown(report, a.markdown)
-        print(f"wrote {a.markdown}")
-    if a.plot:
-        note = rep.write_plot(report, a.plot)
-        print(note)
-    ok = any(r["error"] is None for r in report["results"])
-    if not ok:
+    if json_path:
+        rep.write_json(report, json_path)
+        print(f"wrote {json_path}")
+    if markdown:
+        rep.write_markdown(report, markdown)
+        print(f"wrote {markdown}")
+    if plot:
+        print(rep.write_plot(report, plot))
+    if not any(r["error"] is None for r in report["results"]):
         print("error: no target produced a measurement", file=sys.stderr)
         return 1
     return 0
+
+
+def parse_args(argv):
+    """fcn-bench's arguments, the old mode flags (--compare, --onnx ...) rewritten to subcommands."""
+    from fcn_deploy.cli_kit import legacy_argv
+
+    argv = legacy_argv(argv, COMMANDS, moves=_LEGACY_MOVES, selects=_LEGACY_SELECTS, nargs_plus=("--compare",))
+    return _parser().parse_args(argv)
+
+
+def _main(argv) -> int:
+    args = parse_args(argv)
+    check_outputs(args.json, args.markdown, getattr(args, "plot", None))
+    return {"run": _cmd_latency, "compare": _cmd_latency, "formats": _cmd_formats, "ceiling": _cmd_ceiling}[args.command](args)
 
 
 def main(argv=None) -> int:

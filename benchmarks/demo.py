@@ -375,8 +375,10 @@ def render_summary(summary: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fcn_deploy.benchmarks.demo",
-                                description="Train, export, verify, predict, bench and evaluate an FCN in a few minutes.")
+    from fcn_deploy.cli_kit import cli_parser
+
+    p = cli_parser(prog="python -m fcn_deploy.benchmarks.demo",
+                   description="Train, export, verify, predict, bench and evaluate an FCN in a few minutes.")
     p.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
     p.add_argument("--camvid", metavar="DIR", help="use CamVid (train/ trainannot/ val/ valannot/) instead of synthetic shapes")
     p.add_argument("--quick", action="store_true", help="smallest settings (seconds per stage): a smoke test")

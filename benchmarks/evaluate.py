@@ -297,15 +297,14 @@ def _pil_heatmap(norm: np.ndarray, class_names, path, cell: int = 24) -> None:
     n = norm.shape[0]
     margin = 8 + 7 * max((len(c) for c in class_names), default=1)
     img = Image.new("RGB", (margin + n * cell + 4, margin + n * cell + 4), "white")
-    d = ImageDraw.Draw(img)
+    draw = ImageDraw.Draw(img)
     for i in range(n):
-        d.text((2, margin + i * cell + cell // 3), str(class_names[i]), fill="black")
-        d.text((margin + i * cell + 2, 2), str(i), fill="black")
+        draw.text((2, margin + i * cell + cell // 3), str(class_names[i]), fill="black")
+        draw.text((margin + i * cell + 2, 2), str(i), fill="black")
         for j in range(n):
-            v = float(norm[i, j])
-            c = int(255 * (1 - v))
+            shade = int(255 * (1 - float(norm[i, j])))
             x0, y0 = margin + j * cell, margin + i * cell
-            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(c, c, 255), outline=(220, 220, 220))
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline=(220, 220, 220))
     with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp, format="PNG")
 
@@ -313,24 +312,24 @@ def _pil_heatmap(norm: np.ndarray, class_names, path, cell: int = 24) -> None:
 # -- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import add_backend, add_layout, add_threads, cli_parser
 
     p = cli_parser(prog="fcn-eval", description="Score a model (checkpoint, ONNX or TensorRT plan) on a labelled split.")
     p.add_argument("--model", required=True, help="model.pt (PyTorch), model.onnx or model.plan")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset root")
-    p.add_argument("--format", dest="fmt", default="camvid", choices=datasets.FORMATS, help="dataset layout")
+    add_layout(p, dest="fmt", choices=datasets.FORMATS)
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--reference", metavar="CHECKPOINT", help="PyTorch source checkpoint: report label agreement and mean IU difference")
-    p.add_argument("--backend", default="auto", help="runtime backend for ONNX: auto|onnxruntime|openvino (plans: tensorrt)")
-    p.add_argument("--threads", type=int, help="CPU threads for the backend")
+    add_backend(p, help="runtime backend for ONNX files (plans: tensorrt)")
+    add_threads(p)
     p.add_argument("--limit", type=int, help="score only the first N images")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--confusion", metavar="FILE.png", help="write the confusion matrix as a PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("comparison panels (image | ground truth | prediction | overlay, with a legend)")
-    g.add_argument("--panels", metavar="DIR", help="write one comparison PNG per image into DIR")
-    g.add_argument("--panels-limit", type=int, default=8, metavar="N", help="panels for the first N images (default 8)")
-    g.add_argument("--panels-compare", metavar="MODEL", help="a second model (e.g. the int8 ONNX) shown beside, disagreeing pixels hatched")
+    panels = p.add_argument_group("comparison panels (image | ground truth | prediction | overlay, with a legend)")
+    panels.add_argument("--panels", metavar="DIR", help="write one comparison PNG per image into DIR")
+    panels.add_argument("--panels-limit", type=int, default=8, metavar="N", help="panels for the first N images (default 8)")
+    panels.add_argument("--panels-compare", metavar="MODEL", help="a second model (e.g. the int8 ONNX) shown beside, disagreeing pixels hatched")
     return p
 
 
@@ -389,39 +388,39 @@ def _short(seg) -> str:
 
 
 def _main(argv) -> int:
-    a = _parser().parse_args(argv)
-    for opt, path in (("--json", a.json), ("--confusion", a.confusion)):
+    args = _parser().parse_args(argv)
+    for opt, path in (("--json", args.json), ("--confusion", args.confusion)):
         if path and not Path(path).parent.is_dir():
             raise FcnError(f"{opt}: folder {Path(path).parent} does not exist")
-    if a.confusion and not a.confusion.lower().endswith(".png"):
-        raise FcnError(f"--confusion {a.confusion!r}: give a .png file name")
-    if a.threads is not None and a.threads < 1:
-        raise FcnError(f"--threads must be >= 1, got {a.threads}")
-    if not Path(a.model).exists():
-        raise FcnError(f"model not found: {a.model}")
-    if a.reference and not Path(a.reference).exists():
-        raise FcnError(f"reference checkpoint not found: {a.reference}")
-    if a.reference and Path(a.reference).suffix.lower() not in (".pt", ".pth"):
-        raise FcnError(f"--reference must be a PyTorch checkpoint (.pt), got {a.reference}")
+    if args.confusion and not args.confusion.lower().endswith(".png"):
+        raise FcnError(f"--confusion {args.confusion!r}: give a .png file name")
+    if args.threads is not None and args.threads < 1:
+        raise FcnError(f"--threads must be >= 1, got {args.threads}")
+    if not Path(args.model).exists():
+        raise FcnError(f"model not found: {args.model}")
+    if args.reference and not Path(args.reference).exists():
+        raise FcnError(f"reference checkpoint not found: {args.reference}")
+    if args.reference and Path(args.reference).suffix.lower() not in (".pt", ".pth"):
+        raise FcnError(f"--reference must be a PyTorch checkpoint (.pt), got {args.reference}")
     panels = None
-    if a.panels:
-        panels = PanelWriter(a.panels, limit=a.panels_limit, compare=a.panels_compare, backend=a.backend, threads=a.threads)
-    elif a.panels_compare:
+    if args.panels:
+        panels = PanelWriter(args.panels, limit=args.panels_limit, compare=args.panels_compare, backend=args.backend, threads=args.threads)
+    elif args.panels_compare:
         raise FcnError("--panels-compare needs --panels DIR")
     try:
-        res = evaluate(a.model, a.data, fmt=a.fmt, split=a.split, reference=a.reference, limit=a.limit,
-                       backend=a.backend, threads=a.threads, progress=not a.quiet, on_image=panels)
+        res = evaluate(args.model, args.data, fmt=args.fmt, split=args.split, reference=args.reference, limit=args.limit,
+                       backend=args.backend, threads=args.threads, progress=not args.quiet, on_image=panels)
     finally:
         if panels is not None:
             panels.close()
     print(render_text(res))
     if panels is not None:
-        print(f"wrote {len(panels.written)} comparison panel(s) to {a.panels}")
-    if a.json:
-        write_json(res, a.json)
-        print(f"wrote {a.json}")
-    if a.confusion:
-        print(write_confusion_png(res.hist, res.class_names, a.confusion,
+        print(f"wrote {len(panels.written)} comparison panel(s) to {args.panels}")
+    if args.json:
+        write_json(res, args.json)
+        print(f"wrote {args.json}")
+    if args.confusion:
+        print(write_confusion_png(res.hist, res.class_names, args.confusion,
                                   title=f"{Path(res.model).name} on {res.format} {res.split}"))
     return 0
 

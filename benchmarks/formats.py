@@ -1,4 +1,4 @@
-"""``fcn-bench --formats CHECKPOINT --data DIR``: one table across every format this machine runs.
+"""``fcn-bench formats CHECKPOINT --data DIR`` (old spelling ``--formats CHECKPOINT``): one table across every format this machine runs.
 
 For a checkpoint, export each precision (fp32, fp16, int8 QDQ calibrated on the dataset's
 train images) with the export stage, then for each format: file size, the split's mean IU
@@ -22,17 +22,14 @@ The precision ``int8cpu`` stands for an int8 export with ``--int8-target cpu``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from fcn_deploy._util import atomic_write_text
 from fcn_deploy.benchmarks.targets import TargetSpec, error_text
 from fcn_deploy.errors import FcnError, unknown_name
 
@@ -269,37 +266,3 @@ def render_markdown(doc: dict) -> str:
             (r["error"] or "").replace("|", "/"),
         ]) + " |")
     return "\n".join(out) + "\n"
-
-
-def run_cli_formats(a) -> int:
-    """The ``--formats`` branch of fcn-bench's CLI (``a``: its parsed arguments)."""
-    from fcn_deploy.benchmarks import bench
-
-    if not a.data:
-        raise FcnError("--formats needs --data DIR (the split to score each format on)")
-    if a.images:
-        raise FcnError("--formats times on the dataset's own size; --images does not apply")
-    if a.limit is not None and a.limit < 1:
-        raise FcnError(f"--limit must be >= 1, got {a.limit}")
-    if not Path(a.formats).is_file():
-        raise FcnError(f"checkpoint not found: {a.formats}")
-    if Path(a.formats).suffix.lower() not in (".pt", ".pth"):
-        raise FcnError(f"--formats takes a PyTorch checkpoint (.pt), got {a.formats}")
-    if a.shape and len(a.shape) > 1:
-        raise FcnError("--formats times one shape; give --shape once")
-    shape = bench.parse_shape(a.shape[0]) if a.shape else None
-    config = bench.BenchConfig(
-        warmup=a.warmup, iterations=None if a.duration is not None else (bench.DEFAULT_ITERATIONS if a.iterations is None else a.iterations),
-        duration_s=a.duration, threads=a.threads, seed=a.seed, prepost=False, settle_ms=a.settle_ms,
-    )
-    progress = None if a.quiet else (lambda m: print(m, file=sys.stderr) if not m.split(": ", 1)[-1].startswith(("iteration", "warm-up")) else None)
-    doc = run_formats(a.formats, a.data, fmt=a.data_format, split=a.split, out_dir=a.out_dir, limit=a.limit,
-                      shape=shape, config=config, progress=progress)
-    print(render_table(doc))
-    if a.json:
-        atomic_write_text(a.json, json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {a.json}")
-    if a.markdown:
-        atomic_write_text(a.markdown, render_markdown(doc))
-        print(f"wrote {a.markdown}")
-    return 0 if any(r["error"] is None for r in doc["rows"]) else 1

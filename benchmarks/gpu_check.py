@@ -297,12 +297,15 @@ def run_gpu_check(
 # -- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from fcn_deploy.cli_kit import add_layout, cli_parser
+    from fcn_deploy.datasets import FORMATS
+
+    p = cli_parser(prog="gpu_check.py", description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help=f"trained checkpoint (default: {DEFAULT_CHECKPOINT} from `make demo` when present, "
                                          "else a small synthetic one trained here)")
     p.add_argument("--data", help=f"labelled images (default: {DEFAULT_CAMVID} when present)")
-    p.add_argument("--format", dest="fmt", default="camvid", choices=("camvid", "voc", "folders"))
+    add_layout(p, dest="fmt", choices=[f for f in FORMATS if f != "synthetic"], help="layout of --data")
     p.add_argument("--split", default="val")
     p.add_argument("--out", default="gpu_check_out", help="where ONNX files, engines and bench.json go")
     p.add_argument("--limit", type=int, default=50, help="images scored per engine (default %(default)s)")

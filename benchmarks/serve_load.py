@@ -21,7 +21,6 @@ server's and the local runs' figures are comparable only as ratios measured in t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -40,7 +39,6 @@ import numpy as np
 from fcn_deploy._util import atomic_write_text, run_cli
 from fcn_deploy.errors import FcnError
 from fcn_deploy.image import IMAGE_EXTENSIONS, load_image, resize_rgb
-from fcn_deploy.shapes import parse_shape
 
 
 def _percentiles(ms: List[float]) -> dict:
@@ -164,7 +162,9 @@ class _Shared:
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="serve_load", description="Bounded loopback load test of fcn-serve kserve beside the local runtime.")
+    from fcn_deploy.cli_kit import cli_parser, hw_list_type
+
+    p = cli_parser(prog="serve_load", description="Bounded loopback load test of fcn-serve kserve beside the local runtime.")
     p.add_argument("--model", required=True, help=".onnx model to serve (and to run locally)")
     p.add_argument("--images", required=True, help="image folder (e.g. ../shared/data/camvid/val) or one image")
     p.add_argument("--url", default=None, help="a server already running on this machine (default: start one on 127.0.0.1)")
@@ -173,7 +173,8 @@ def _parser():
                    help="tensor: client-side pre/post (fcn-predict --server --model NAME); ensemble: PNG bytes to NAME_ensemble")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--sizes", default="360x480,240x320,480x640", help="HxW list the images are resized to, cycled (mixed sizes)")
+    p.add_argument("--sizes", type=hw_list_type(), default=[(360, 480), (240, 320), (480, 640)], metavar="HxW,...",
+                   help="sizes the images are resized to, cycled (mixed sizes; default 360x480,240x320,480x640)")
     p.add_argument("--max-images", type=int, default=20, help="distinct images used (default 20)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads, server and local alike")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
@@ -187,10 +188,7 @@ def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.time_limit <= 0:
         raise FcnError("--clients, --requests and --time-limit must be positive")
-    sizes = []
-    for s in args.sizes.split(","):
-        _, _, h, w = parse_shape(f"1x3x{s.strip()}", what="--sizes")
-        sizes.append((h, w))
+    sizes = list(args.sizes)
     images = load_images(args.images, sizes, args.max_images)
     from fcn_deploy.serve.client import connect
 

@@ -22,7 +22,6 @@ of the CPUs from the scheduler; the CPU time per frame and cores used tell that 
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -194,14 +193,16 @@ def run(a) -> dict:
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m fcn_deploy.benchmarks.video_bench", description=__doc__.split("\n\n")[0])
+    from fcn_deploy.cli_kit import add_backend, add_threads, cli_parser
+
+    p = cli_parser(prog="python -m fcn_deploy.benchmarks.video_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--camvid", help="CamVid root (val/ frames make the video); default: synthetic frames")
     p.add_argument("--frames", type=int, default=80)
     p.add_argument("--reps", type=int, default=2, help="pairs of runs (each pair: both modes, order alternating)")
     p.add_argument("--batch", type=int, default=1, help="batch of the pipelined runs")
     p.add_argument("--model", help="an exported .onnx to use instead of the random ResNet-18 FCN-8s")
-    p.add_argument("--backend", default="onnxruntime")
-    p.add_argument("--threads", type=int, default=2)
+    add_backend(p, default="onnxruntime", auto=False)
+    add_threads(p, default=2)
     p.add_argument("--out", default="video_bench_out", help="work folder (video, model, outputs)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--wait-load", type=float, default=None, metavar="L",

@@ -1,5 +1,7 @@
-"""``fcn-export CHECKPOINT OUTPUT.onnx``, ``fcn-export --check-trt FILE.onnx`` and
-``fcn-export --adopt FOREIGN.onnx OUT.onnx`` (export/adopt.py)."""
+"""``fcn-export onnx CHECKPOINT OUTPUT.onnx``, ``fcn-export check-trt FILE.onnx`` and
+``fcn-export adopt FOREIGN.onnx OUT.onnx`` (export/adopt.py). The old spellings
+(``fcn-export CHECKPOINT OUTPUT.onnx``, ``--check-trt FILE.onnx``, ``--adopt FOREIGN.onnx OUT.onnx``)
+are the same commands."""
 
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ from fcn_deploy.errors import FcnError
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+COMMANDS = ("onnx", "check-trt", "adopt")
+# Old spellings: `fcn-export CKPT OUT.onnx` = `fcn-export onnx CKPT OUT.onnx`; `--check-trt F` and
+# `--adopt FOREIGN OUT` = the subcommands of those names.
+_LEGACY_MOVES = {"--check-trt": "check-trt", "--adopt": "adopt"}
 
+
+def _parser() -> argparse.ArgumentParser:
+    from fcn_deploy.cli_kit import add_hw, add_layout, cli_parser, hw_list_type
     from fcn_deploy.export.onnx_export import INPUT_KINDS, OPSET_RANGE, OUTPUT_KINDS, PRECISIONS
     from fcn_deploy.export.precision import (
         CALIB_FORMATS, CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_PERCENTILE, INT8_TARGETS,
@@ -24,75 +31,90 @@ def _parser() -> argparse.ArgumentParser:
     p = cli_parser(
         prog="fcn-export",
         description="Export an fcn-deploy checkpoint to ONNX (dynamic batch/height/width, metadata, "
-        "parity check against PyTorch), or check an ONNX file for TensorRT readiness.",
+        "parity check against PyTorch), check an ONNX file for TensorRT readiness, or adopt a foreign ONNX.",
+        epilog="the old spellings still work: fcn-export CKPT OUT.onnx = fcn-export onnx CKPT OUT.onnx, "
+        "fcn-export --check-trt F = fcn-export check-trt F, fcn-export --adopt F OUT = fcn-export adopt F OUT",
     )
-    p.add_argument("checkpoint", nargs="?", help="fcn-deploy checkpoint (.pt)")
-    p.add_argument("output", nargs="?", help="ONNX file to write")
-    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
-    p.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
-    p.add_argument("--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
-                   help="graph output: logits (N,C,H,W float32), probs (softmax), labels (N,H,W int32); default: %(default)s")
-    p.add_argument("--input", dest="input_kind", choices=INPUT_KINDS, default="float",
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    onnx_cmd = sub.add_parser("onnx", help="export a checkpoint to ONNX (the default command)",
+                       description="Export an fcn-deploy checkpoint to ONNX and check it against PyTorch.")
+    onnx_cmd.add_argument("checkpoint", help="fcn-deploy checkpoint (.pt)")
+    onnx_cmd.add_argument("onnx_out", metavar="OUTPUT.onnx", help="ONNX file to write")
+    onnx_cmd.add_argument("--opset", type=int, default=17, help=f"ONNX opset {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)")
+    onnx_cmd.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
+    onnx_cmd.add_argument("--fp16-io", action="store_true", help="fp16: float16 input/output (default float32 I/O)")
+    onnx_cmd.add_argument("--graph-output", "--output", dest="output_kind", choices=OUTPUT_KINDS, default="logits",
+                   help="graph output: logits (N,C,H,W float32), probs (softmax), labels (N,H,W int32); "
+                   "default: %(default)s")
+    onnx_cmd.add_argument("--graph-input", "--input", dest="input_kind", choices=INPUT_KINDS, default="float",
                    help="graph input: float ((N,3,H,W) float32, normalised by the caller) or uint8 ((N,H,W,3) RGB "
-                   "pixels, normalisation inside the graph; with --output labels the runtime's pre/post is a view "
-                   "and a copy); default: %(default)s")
-    p.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
-    p.add_argument("--static", metavar="HxW", help="fix height and width (for runtimes that need static shapes)")
-    p.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
-    p.add_argument("--calib-format", choices=CALIB_FORMATS, default="images",
-                   help="layout of --calib-data, read like fcn-train reads it (train split; masks never used): "
-                   "images = every image directly in DIR, camvid = DIR/train/, voc = JPEGImages per "
-                   "ImageSets/Segmentation/train.txt, folders = DIR/images/[train/]; default: %(default)s")
-    p.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD, help="default: %(default)s")
-    p.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE, metavar="P",
+                   "pixels, normalisation inside the graph; with --graph-output labels the runtime's pre/post is a "
+                   "view and a copy); default: %(default)s")
+    onnx_cmd.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size (default: %(default)s)")
+    add_hw(onnx_cmd, "--static", help="fix height and width (for runtimes that need static shapes)")
+    onnx_cmd.add_argument("--calib-data", metavar="DIR", help="int8: calibration dataset folder")
+    add_layout(onnx_cmd, flag="--calib-layout", aliases=("--calib-format",), dest="calib_layout", choices=CALIB_FORMATS,
+               default="images",
+               help="layout of --calib-data, read like fcn-train reads it (train split; masks never used): "
+               "images = every image directly in DIR, camvid = DIR/train/, voc = JPEGImages per "
+               "ImageSets/Segmentation/train.txt, folders = DIR/images/[train/]")
+    onnx_cmd.add_argument("--calib-images", type=int, default=64, help="default: %(default)s")
+    onnx_cmd.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD, help="default: %(default)s")
+    onnx_cmd.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE, metavar="P",
                    help="percentile method: %% of each tensor's |values| kept inside the range (default: %(default)s)")
-    p.add_argument("--calib-size", metavar="HxW", help="resize calibration images (default: the first image's size)")
-    p.add_argument("--quantize-head", action="store_true",
+    add_hw(onnx_cmd, "--calib-size", help="resize calibration images (default: the first image's size)")
+    onnx_cmd.add_argument("--quantize-head", action="store_true",
                    help="int8: also quantize the FCN head (upsampling ConvTransposes and skip Adds); default float")
-    p.add_argument("--quantize-stem", action="store_true",
+    onnx_cmd.add_argument("--quantize-stem", action="store_true",
                    help="int8: also quantize the stem (the convolution reading the raw image); default float")
-    p.add_argument("--keep-float", action="append", default=[], metavar="NODE",
+    onnx_cmd.add_argument("--keep-float", action="append", default=[], metavar="NODE",
                    help="int8: keep this node float too (exact ONNX node name or fnmatch pattern, e.g. "
                    "'/inner/backbone/layer1/*'); repeatable")
-    p.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
+    onnx_cmd.add_argument("--int8-target", choices=INT8_TARGETS, default="tensorrt",
                    help="int8 Q/DQ layout: tensorrt (int8, zero point 0; what TensorRT needs) or cpu (uint8 "
                    "activations: integer kernels in onnxruntime on x86 and OpenVINO; not for TensorRT); "
                    "default: %(default)s")
-    p.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
-    p.add_argument("--verify-sizes", metavar="HxW,...", help="sizes of the parity check (default 97x131,375x500)")
-    p.add_argument("--check-trt", metavar="FILE.onnx", help="only check FILE.onnx for TensorRT readiness")
-    a = p.add_argument_group("foreign ONNX files (fcn-export --adopt FOREIGN.onnx OUT.onnx --classes C --input-convention N)")
-    a.add_argument("--adopt", metavar="FOREIGN.onnx",
-                   help="stamp fcn-deploy metadata onto an ONNX exported elsewhere (e.g. the model zoo's fcn-resnet50-11); "
-                   "the positional argument is then OUT.onnx")
-    a.add_argument("--classes", metavar="voc|camvid|FILE", help="--adopt: the class names (FILE: one per line)")
-    a.add_argument("--input-convention", metavar="NAME", help="--adopt: imagenet | caffe | mmseg | pochih")
-    a.add_argument("--output-name", metavar="NAME", help="--adopt: the segmentation output (default: the only one, or 'out')")
+    onnx_cmd.add_argument("--no-verify", action="store_true", help="skip the PyTorch-vs-ONNX parity check")
+    onnx_cmd.add_argument("--verify-sizes", type=hw_list_type(), metavar="HxW,...",
+                   help="sizes of the parity check (default 97x131,375x500)")
+
+    check_cmd = sub.add_parser("check-trt", help="check an ONNX file for TensorRT readiness (no GPU needed)",
+                       description="Check an ONNX file for TensorRT readiness (ops, dtypes, Q/DQ layout; no GPU needed).")
+    check_cmd.add_argument("onnx_file", metavar="FILE.onnx", help="the ONNX file to check")
+
+    # allow_abbrev=False: onnx's --output (an old spelling of --graph-output) must not be read as --output-name.
+    adopt_cmd = sub.add_parser("adopt", allow_abbrev=False, help="stamp fcn-deploy metadata onto an ONNX exported elsewhere",
+                       description="Stamp fcn-deploy metadata onto an ONNX exported elsewhere (e.g. the model zoo's "
+                       "fcn-resnet50-11), so the runtime and the other tools use it like one of ours.")
+    adopt_cmd.add_argument("foreign", metavar="FOREIGN.onnx", help="the foreign ONNX file")
+    adopt_cmd.add_argument("adopted", metavar="OUT.onnx", help="the adopted file to write")
+    adopt_cmd.add_argument("--classes", metavar="voc|camvid|FILE", help="the class names (FILE: one per line)")
+    adopt_cmd.add_argument("--input-convention", metavar="NAME", help="imagenet | caffe | mmseg | pochih")
+    adopt_cmd.add_argument("--output-name", metavar="NAME", help="the segmentation output (default: the only one, or 'out')")
     return p
 
 
-def _main(argv=None) -> int:
-    from fcn_deploy.export.inputs import parse_size, parse_sizes
+def parse_args(argv=None) -> argparse.Namespace:
+    """fcn-export's arguments; the old spellings (no subcommand, --check-trt, --adopt) rewritten."""
+    from fcn_deploy.cli_kit import legacy_argv
 
-    p = _parser()
-    args = p.parse_args(argv)
-    if args.adopt:
+    return _parser().parse_args(legacy_argv(argv, COMMANDS, moves=_LEGACY_MOVES, default="onnx"))
+
+
+def _main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.command == "adopt":
         return _adopt(args)
-    if args.classes or args.input_convention or args.output_name:
-        raise FcnError("--classes / --input-convention / --output-name are options of --adopt FOREIGN.onnx OUT.onnx")
-    if args.check_trt:
-        if args.checkpoint or args.output:
-            raise FcnError("--check-trt takes only the ONNX file to check")
+    if args.command == "check-trt":
         from fcn_deploy.export.trt_check import check_trt
 
-        report = check_trt(args.check_trt)
+        report = check_trt(args.onnx_file)
         print(report.format())
         return 0 if report.ok else 1
-    if not args.checkpoint or not args.output:
-        raise FcnError("usage: fcn-export CHECKPOINT OUTPUT.onnx [options] | fcn-export --check-trt FILE.onnx")
+    return _export(args)
 
+
+def _export(args) -> int:
     from fcn_deploy.export.onnx_export import export_onnx
     from fcn_deploy.export.precision import CalibConfig
     from fcn_deploy.export.trt_check import check_trt
@@ -108,9 +130,8 @@ def _main(argv=None) -> int:
         if not args.calib_data:
             raise FcnError("--precision int8 needs --calib-data DIR (real images to calibrate on)")
         calib = CalibConfig(
-            data=Path(args.calib_data), format=args.calib_format, images=args.calib_images,
-            method=args.calib_method, percentile=args.calib_percentile,
-            size=parse_size(args.calib_size) if args.calib_size else None,
+            data=Path(args.calib_data), format=args.calib_layout, images=args.calib_images,
+            method=args.calib_method, percentile=args.calib_percentile, size=args.calib_size,
             quantize_head=args.quantize_head, target=args.int8_target,
             quantize_stem=args.quantize_stem, keep_float=tuple(args.keep_float),
         )
@@ -128,9 +149,8 @@ def _main(argv=None) -> int:
     t0 = time.perf_counter()
     reports: list = []
     out = export_onnx(
-        ckpt, args.output, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
-        batch=batch, static_hw=parse_size(args.static) if args.static else None, calib=calib,
-        verify=not args.no_verify, verify_sizes=parse_sizes(args.verify_sizes) if args.verify_sizes else None,
+        ckpt, args.onnx_out, opset=args.opset, precision=args.precision, output_kind=args.output_kind,
+        batch=batch, static_hw=args.static, calib=calib, verify=not args.no_verify, verify_sizes=args.verify_sizes,
         fp16_io=args.fp16_io, input_kind=args.input_kind, progress=True, reports=reports,
     )
     seconds = time.perf_counter() - t0
@@ -151,18 +171,7 @@ def _main(argv=None) -> int:
 def _adopt(args) -> int:
     from fcn_deploy.export.adopt import adopt_onnx
 
-    if not args.checkpoint or args.output:
-        raise FcnError("usage: fcn-export --adopt FOREIGN.onnx OUT.onnx --classes voc|camvid|FILE --input-convention NAME "
-                       "[--output-name NAME]")
-    if args.check_trt:
-        raise FcnError("--adopt and --check-trt are separate commands; check the adopted file afterwards")
-    ignored = [flag for flag, given in (("--precision", args.precision != "fp32"), ("--fp16-io", args.fp16_io),
-                                        ("--output", args.output_kind != "logits"), ("--input", args.input_kind != "float"),
-                                        ("--static", bool(args.static)), ("--calib-data", bool(args.calib_data))) if given]
-    if ignored:
-        raise FcnError(f"--adopt only adds metadata to the foreign file as it is; {', '.join(ignored)} would be ignored "
-                       "(re-export the source model with them, or adopt first and convert the adopted file)")
-    report = adopt_onnx(args.adopt, args.checkpoint, classes=args.classes, input_convention=args.input_convention,
+    report = adopt_onnx(args.foreign, args.adopted, classes=args.classes, input_convention=args.input_convention,
                         output_name=args.output_name)
     print(report.format())
     return 0

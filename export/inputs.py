@@ -70,19 +70,15 @@ def image_batch(files: Sequence[Path], n: int, h: int, w: int, info: ModelInfo, 
 
 
 def parse_size(text: str) -> Tuple[int, int]:
-    """'360x480' -> (360, 480) (height x width)."""
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise FcnError(f"size must be HxW (e.g. 360x480), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise FcnError(f"size must be positive, got {text!r}")
-    return h, w
+    """'360x480' / '360,480' / '360' -> (360, 480) / (360, 360): :func:`fcn_deploy.shapes.parse_hw`
+    (kept as an alias for code that imports it from here)."""
+    from fcn_deploy.shapes import parse_hw
+
+    return parse_hw(text)
 
 
 def parse_sizes(text: str) -> List[Tuple[int, int]]:
-    """'97x131,360x480' -> [(97, 131), (360, 480)]."""
-    sizes = [parse_size(s) for s in str(text).split(",") if s.strip()]
-    if not sizes:
-        raise FcnError("no sizes given")
-    return sizes
+    """'97x131,360x480' -> [(97, 131), (360, 480)]: :func:`fcn_deploy.shapes.parse_hw_list` (an alias)."""
+    from fcn_deploy.shapes import parse_hw_list
+
+    return parse_hw_list(text)

@@ -129,9 +129,9 @@ def _check_args(opset, precision, output_kind, batch, static_hw):
             raise FcnError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
     if static_hw is not None:
         if isinstance(static_hw, str):
-            from fcn_deploy.export.inputs import parse_size
+            from fcn_deploy.shapes import parse_hw
 
-            static_hw = parse_size(static_hw)
+            static_hw = parse_hw(static_hw, what="static size")
         if len(static_hw) != 2 or min(int(v) for v in static_hw) < 1:
             raise FcnError(f"static size must be (H, W) with positive values, got {static_hw!r}")
         static_hw = (int(static_hw[0]), int(static_hw[1]))

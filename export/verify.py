@@ -386,7 +386,7 @@ def verify_onnx(
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import cli_parser, hw_list_type
 
     p = cli_parser(
         prog="fcn-verify",
@@ -396,11 +396,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="fcn-deploy checkpoint (.pt)")
     p.add_argument("onnx", help="ONNX file written by fcn-export")
     p.add_argument("--images", metavar="DIR", help="also compare on the images directly in DIR (resized to each size)")
-    p.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in DEFAULT_SIZES),
-                   help="comma-separated HxW sizes (default: %(default)s)")
+    p.add_argument("--sizes", type=hw_list_type(), default=list(DEFAULT_SIZES), metavar="HxW,...",
+                   help="comma-separated HxW sizes (default: " + ",".join(f"{h}x{w}" for h, w in DEFAULT_SIZES) + ")")
     p.add_argument("--batch", type=int, default=2, help="batch size besides 1 (default: %(default)s)")
-    p.add_argument("--engine", choices=ENGINES, default="onnxruntime",
-                   help="CPU execution of the ONNX (default: %(default)s)")
+    # "engine" is a TensorRT plan elsewhere: the executor is --backend here (--engine kept as the old spelling).
+    p.add_argument("--backend", "--engine", dest="engine", choices=ENGINES, default="onnxruntime",
+                   help="CPU execution of the ONNX (default: %(default)s; old spelling --engine)")
     p.add_argument("--max-rel-l2", type=float, help="override the relative-L2 tolerance")
     p.add_argument("--min-agreement", type=float, help="override the label-agreement tolerance (0..1)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
@@ -410,10 +411,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(argv=None) -> int:
     from fcn_deploy._util import atomic_write_text
-    from fcn_deploy.export.inputs import parse_sizes
 
     args = _parser().parse_args(argv)
-    sizes = parse_sizes(args.sizes)
+    sizes = args.sizes
     tol = None
     if args.max_rel_l2 is not None or args.min_agreement is not None:
         base = DEFAULT_TOLERANCES.get(read_model_info(args.onnx).precision, DEFAULT_TOLERANCES["fp32"])

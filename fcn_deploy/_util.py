@@ -1,4 +1,5 @@
-"""Small helpers shared by every stage: atomic writes and the CLI wrapper."""
+"""Small helpers shared by every stage: atomic writes (and, for old imports, the CLI kit's
+``cli_parser`` / ``run_cli``: fcn_deploy/cli_kit.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
@@ -127,32 +127,16 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _cli_parser_class():
-    import argparse
-
-    class _CliParser(argparse.ArgumentParser):
-        """argparse with the house error: a bad flag or a missing argument is one line
-        ``error: ...`` on stderr and exit 2 (through :func:`run_cli`), not usage + message."""
-
-        def error(self, message):
-            raise FcnError(f"{message} (see {self.prog} --help)")
-
-    return _CliParser
-
-
 def cli_parser(**kwargs):
-    """An ``argparse.ArgumentParser`` whose errors are one ``error:`` line (see run_cli)."""
-    return _cli_parser_class()(**kwargs)
+    """An ``argparse.ArgumentParser`` whose errors are one ``error:`` line; see
+    :mod:`fcn_deploy.cli_kit` (kept here for the callers that import it from this module)."""
+    from fcn_deploy.cli_kit import cli_parser as make
+
+    return make(**kwargs)
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
-    """Run a CLI body: FcnError (and Ctrl-C) become one line on stderr and a non-zero exit."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return int(main(argv) or 0)
-    except FcnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """Run a CLI body (FcnError -> one ``error:`` line, exit 2); see :func:`fcn_deploy.cli_kit.run_cli`."""
+    from fcn_deploy.cli_kit import run_cli as run
+
+    return run(main, argv)

@@ -35,13 +35,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from fcn_deploy._util import atomic_path, atomic_write_bytes, run_cli, sha256_file
 from fcn_deploy.errors import FcnError, unknown_name
 from fcn_deploy.modelinfo import ModelInfo
 from fcn_deploy.onnx_info import OnnxHeader, OnnxTensor, read_onnx_header
-from fcn_deploy.shapes import Profile, format_shape, parse_shape
+from fcn_deploy.shapes import Profile, parse_shape
 from fcn_deploy.sidecar import PlanSidecar, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class PrecisionPlan:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import add_shape, cli_parser
 
     p = cli_parser(
         prog="fcn-build",
@@ -80,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("onnx", help="input model (.onnx exported by fcn-export)")
     p.add_argument("plan", help="output engine (.plan); the sidecar goes to PLAN.json")
-    p.add_argument("--min", required=True, metavar="NxCxHxW", help="smallest input shape, e.g. 1x3x256x256")
-    p.add_argument("--opt", required=True, metavar="NxCxHxW", help="shape TensorRT tunes for, e.g. 1x3x360x480")
-    p.add_argument("--max", required=True, metavar="NxCxHxW", help="largest input shape, e.g. 4x3x720x960")
+    add_shape(p, "--min", required=True, help="smallest input shape, e.g. 1x3x256x256")
+    add_shape(p, "--opt", required=True, help="shape TensorRT tunes for, e.g. 1x3x360x480")
+    add_shape(p, "--max", required=True, help="largest input shape, e.g. 4x3x720x960")
     p.add_argument("--workspace", type=int, metavar="MB", help="workspace memory pool limit in MiB (default: TensorRT's)")
     p.add_argument("--timing-cache", metavar="FILE", help="load (if present) and save the builder's timing cache here")
     p.add_argument("--version-compatible", action="store_true",
@@ -104,7 +104,9 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         raise FcnError(f"{plan}: the output should end in .plan (the runtime picks TensorRT by that suffix)")
     if onnx.resolve() == plan.resolve():
         raise FcnError("input and output are the same file")
-    profile = Profile(parse_shape(args.min, what="--min"), parse_shape(args.opt, what="--opt"), parse_shape(args.max, what="--max"))
+    shapes = {k: getattr(args, k) for k in ("min", "opt", "max")}  # tuples from the CLI; strings from older callers
+    shapes = {k: parse_shape(v, what=f"--{k}") if isinstance(v, str) else tuple(v) for k, v in shapes.items()}
+    profile = Profile(shapes["min"], shapes["opt"], shapes["max"])
     if args.workspace is not None and args.workspace < 1:
         raise FcnError(f"--workspace must be >= 1 MiB, got {args.workspace}")
     hc = str(args.hardware_compat).lower()

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import add_backend, add_threads, cli_parser
 
     p = cli_parser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
     p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
@@ -53,10 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (mask blended over the image)")
     g.add_argument("--labels-only", action="store_true", help="write plain grey class-id PNGs without a palette")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
-    p.add_argument("--backend", default="auto", help="auto (default), onnxruntime, openvino or tensorrt")
+    add_backend(p)
     p.add_argument("--resize", choices=["fit"], default=None,
                    help="fit: scale images outside the model's accepted sizes into them (and labels back)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/OpenVINO")
+    add_threads(p, help="CPU threads for onnxruntime/OpenVINO")
     p.add_argument("--mode", choices=("auto", "latency", "throughput"), default="auto",
                    help="auto (default): throughput for several images, latency for one; throughput: one "
                    "request per CPU core in flight (OpenVINO THROUGHPUT hint, onnxruntime 1 thread per request)")

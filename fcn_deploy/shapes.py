@@ -9,7 +9,7 @@ same "outside the profile" / ``resize="fit"`` logic to every backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from fcn_deploy.errors import FcnError
 
@@ -19,19 +19,66 @@ Shape = Tuple[int, int, int, int]
 UNBOUNDED = 1 << 30
 
 
-def parse_shape(text: str, *, what: str = "shape") -> Shape:
-    """``"1x3x360x480"`` (also ``,`` or ``*`` separated) -> (1, 3, 360, 480)."""
+# The one grammar of sizes and shapes on every command line: numbers separated by "x" or ","
+# ("*" also), e.g. 288,384 / 288x384 (a size; a single 288 = square) and 1x3x288x384 / 1,3,288,384.
+_SEPARATORS = ("x", "X", ",", "*")
+
+
+def _lead(what: str) -> str:
+    return f"{what}: " if what else ""
+
+
+def _ints(text, what: str, expected: str):
     if not isinstance(text, str) or not text.strip():
-        raise FcnError(f"{what}: empty; expected NxCxHxW such as 1x3x360x480")
-    parts = [p for p in text.strip().replace(",", "x").replace("*", "x").lower().split("x")]
+        raise FcnError(f"{_lead(what)}empty; expected {expected}")
+    s = text.strip()
+    for sep in _SEPARATORS[1:]:
+        s = s.replace(sep, "x")
     try:
-        dims = tuple(int(p) for p in parts)
+        return tuple(int(p) for p in s.split("x"))
     except ValueError:
-        raise FcnError(f"{what}: {text!r} is not NxCxHxW (e.g. 1x3x360x480)") from None
+        raise FcnError(f"{_lead(what)}{text!r} is not {expected}") from None
+
+
+def parse_hw(text: str, *, what: str = "size", square: bool = True) -> Tuple[int, int]:
+    """A height x width: ``"288,384"`` or ``"288x384"`` -> (288, 384); ``"288"`` -> (288, 288)
+    when ``square``. Anything else is one FcnError naming ``what``."""
+    expected = "H,W or HxW (e.g. 288,384" + (" or 288 for square)" if square else ")")
+    dims = _ints(text, what, expected)
+    if len(dims) == 1 and square:
+        dims = dims * 2
+    if len(dims) != 2:
+        raise FcnError(f"{_lead(what)}{text!r} has {len(dims)} numbers; expected {expected}")
+    if min(dims) < 1:
+        raise FcnError(f"{_lead(what)}{text!r} has a side < 1")
+    return dims  # type: ignore[return-value]
+
+
+def parse_hw_list(text: str, *, what: str = "sizes") -> List[Tuple[int, int]]:
+    """Several sizes: ``"97x131,375x500"`` (HxW items, comma-separated) or items separated by
+    ``;`` or spaces (``"97,131;375,500"``) -> [(97, 131), (375, 500)]."""
+    if not isinstance(text, str) or not text.strip():
+        raise FcnError(f"{_lead(what)}empty; expected HxW,HxW,... (e.g. 97x131,375x500)")
+    items: List[str] = []
+    for chunk in text.replace(";", " ").split():
+        if "x" in chunk.lower():  # HxW items: the commas separate them
+            items.extend(p for p in chunk.split(",") if p)
+        else:  # one H,W (or N) item
+            items.append(chunk)
+    if not items:
+        raise FcnError(f"{_lead(what)}no sizes in {text!r}; expected HxW,HxW,... (e.g. 97x131,375x500)")
+    return [parse_hw(i, what=what) for i in items]
+
+
+def parse_shape(text: str, *, what: str = "shape", channels: Optional[int] = None) -> Shape:
+    """``"1x3x360x480"`` or ``"1,3,360,480"`` -> (1, 3, 360, 480); ``channels``: the C it must have."""
+    dims = _ints(text, what, "NxCxHxW (e.g. 1x3x360x480)")
     if len(dims) != 4:
-        raise FcnError(f"{what}: {text!r} has {len(dims)} dimensions; expected 4 (NxCxHxW)")
+        raise FcnError(f"{_lead(what)}{text!r} has {len(dims)} dimensions; expected 4 (NxCxHxW)")
     if any(d < 1 for d in dims):
-        raise FcnError(f"{what}: {text!r} has a dimension < 1")
+        raise FcnError(f"{_lead(what)}{text!r} has a dimension < 1")
+    if channels is not None and dims[1] != channels:
+        raise FcnError(f"{_lead(what)}{text!r}: FCN models take {channels} channels (RGB), got C={dims[1]}")
     return dims  # type: ignore[return-value]
 
 

@@ -119,7 +119,7 @@ def test_formats_cli_bad_input(env, capsys):
     from fcn_deploy.benchmarks import bench
 
     for argv, expect in (
-        (["--formats", str(env["ckpt"])], "needs --data"),
+        (["--formats", str(env["ckpt"])], "the following arguments are required: --data (see fcn-bench formats --help)"),
         (["--formats", "/nope.pt", "--data", str(env["data"])], "checkpoint not found"),
         (["--formats", str(env["ckpt"]), "--data", str(env["data"]), "--shape", "1x3x8x8", "--shape", "1x3x9x9"], "once"),
     ):

@@ -237,12 +237,14 @@ def test_garbage_and_already_adopted(zoo, tmp_path, capsys):
     assert not again.exists()
     assert export_main(["--adopt", str(path), str(tmp_path / "x.txt"), *flags]) == 2
     assert ".onnx" in err_line(capsys)
-    assert export_main(["--classes", "voc", "ck.pt", "o.onnx"]) == 2
-    assert "--adopt" in err_line(capsys)
+    assert export_main(["--classes", "voc", "ck.pt", "o.onnx"]) == 2  # an option of adopt, not of onnx
+    e = err_line(capsys)
+    assert "--classes" in e and "fcn-export onnx --help" in e
 
 
 def test_export_options_with_adopt_are_refused_not_ignored(zoo, tmp_path, capsys):
-    """--adopt stamps metadata only: a precision or other export option would silently not apply."""
+    """adopt stamps metadata only: a precision or other export option is no option of it (it would silently
+    not apply), in the old --adopt spelling too."""
     path, classes = zoo
     out = tmp_path / "a.onnx"
     base = ["--adopt", str(path), str(out), "--classes", str(classes), "--input-convention", "imagenet"]
@@ -250,6 +252,6 @@ def test_export_options_with_adopt_are_refused_not_ignored(zoo, tmp_path, capsys
                         (["--static", "64x64"], "--static")):
         assert export_main(base + extra) == 2
         e = err_line(capsys)
-        assert flag in e and "would be ignored" in e, e
+        assert flag in e and "unrecognized arguments" in e and "fcn-export adopt --help" in e, e
         assert not out.exists()
     assert export_main(base) == 0 and out.exists()

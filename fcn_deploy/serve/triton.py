@@ -422,4 +422,6 @@ def parse_cc_options(values: Sequence[str]) -> Dict[str, str]:
 
 
 def parse_shape_option(text: Optional[str], what: str):
+    """An optional shape flag's value (fcn-serve triton now parses with the CLI kit's shape type;
+    this stays for code that imports it)."""
     return parse_shape(text, what=what) if text else None

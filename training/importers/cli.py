@@ -470,13 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     from fcn_deploy.training.importers import importer_names
     from fcn_deploy.training.registry import CONVENTIONS
 
-    from fcn_deploy._util import cli_parser
+    from fcn_deploy.cli_kit import cli_parser
 
     p = cli_parser(prog="fcn-import", description="Turn a checkpoint made elsewhere into an fcn-deploy checkpoint "
                 "(then fcn-export / fcn-verify / fcn-eval / fcn-bench use it like one from fcn-train).")
     p.add_argument("source", metavar="SOURCE", help="the foreign checkpoint (.pth/.pt state_dict, wrapped or not; raw formats by suffix)")
     p.add_argument("out", metavar="OUT.pt", help="the fcn-deploy checkpoint to write")
-    p.add_argument("--from", dest="fmt", default="auto", help="auto | " + " | ".join(importer_names()) + " (default auto: recognise by keys)")
+    # The source's format (a model-file format, not a dataset layout): the importers' registry names
+    # (checked by get_importer, whose error lists them).
+    p.add_argument("--from", dest="fmt", default="auto", metavar="SOURCE_FORMAT",
+                   help="auto | " + " | ".join(importer_names()) + " (default auto: recognise by keys)")
     p.add_argument("--arch", default=None, help="fcn-deploy arch, where the keys cannot tell (e.g. fcn8s vs fcn8s-atonce)")
     p.add_argument("--num-classes", type=int, default=None, help="expected class count; an error when the weights disagree")
     p.add_argument("--classes", default=None, help="voc | camvid | FILE (one name per line); overrides the source's names")
