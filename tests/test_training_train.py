@@ -246,6 +246,34 @@ def test_diverging_loss_stops_with_one_line_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_progress_shows_the_loss_at_log_time(tmp_path, monkeypatch, caplog, capsys):
+    """Without a TTY: a progress line (every LINE_EVERY_S; here every step) with the mean loss so
+    far, the last one equal to the epoch's recorded loss. With one: a tqdm bar with the step's
+    loss (a non-finite one stops the run)."""
+    import fcn_deploy.training.train as T
+
+    small = dataclasses.replace(RESUME_DATA, num_train=4)
+    monkeypatch.setattr(T, "LINE_EVERY_S", -1.0)
+    caplog.set_level("INFO", logger="fcn_deploy.training.train")
+    res = train(tiny_cfg(tmp_path / "line.pt", epochs=1, batch_size=2, synthetic=small))
+    lines = [m for m in caplog.messages if m.startswith("  epoch 1: ")]
+    assert [ln.split(",")[0] for ln in lines] == ["  epoch 1: 1/2 batches", "  epoch 1: 2/2 batches"], lines
+    assert lines[-1].endswith(f"loss {res.history[0]['loss']:.4f}")
+    # The bar (its own run would cost as much again: the display alone, on the loop's objects' fields)
+    from types import SimpleNamespace as NS
+
+    monkeypatch.setattr(T, "BAR_LOSS_EVERY_S", 0.0)
+    capsys.readouterr()
+    run = NS(show_bar=True, dist=T.Dist(), cfg=NS(batch_size=2))
+    shown = T._Progress(run, NS(epoch=0, step=1), 2)
+    shown.step(torch.tensor(1.25), torch.tensor(2.5, dtype=torch.float64), 2, 1e-3)
+    shown.close()
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "loss=1.250" in err and "lr=1.00e-03" in err, err[-500:]
+    with pytest.raises(T.FcnError, match=r"^loss became nan in epoch 1 \(by step 1\)"):
+        T._Progress(run, NS(epoch=0, step=1), 2).step(torch.tensor(float("nan")), torch.zeros(()), 2, 1e-3)
+
+
 def test_checkpoint_contents_and_metrics(tmp_path):
     res = train(tiny_cfg(tmp_path / "m.pt", epochs=2, val_every=1, arch="fcn16s"))
     ck = load_checkpoint(res.best_path)  # weights_only=True inside

@@ -510,21 +510,14 @@ def _train_epoch(run: _Run, state: ResumeState, clock: _Clock) -> Dict[str, Any]
     """One pass over this process's share of the images (or until the time budget is used);
     returns the epoch's record: mean loss (over all processes), last lr, seconds, images."""
     cfg = run.cfg
-    run.sampler.set_epoch(state.epoch)
-    order = list(run.sampler)
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    epoch_data = segdata.BatchDataset(run.train_ds, batches, seed=cfg.seed, epoch=state.epoch, rank=run.dist.rank,
-                                      aug=run.augment, convention=run.convention)
-    loader = torch.utils.data.DataLoader(epoch_data, batch_size=None, shuffle=False, num_workers=cfg.workers,
-                                         persistent_workers=False)
+    loader, n_batches = _epoch_loader(run, state.epoch)
     # Torch's RNG is a function of (seed, epoch) alone, so the resume state stores no RNG state.
     torch.manual_seed(cfg.seed * 100003 + state.epoch)
     run.net.train()
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)  # sum of loss * images, kept on the device
     images_seen = 0
-    bar = _progress_bar(run, state.epoch, len(batches))
-    last_shown = time.perf_counter()
+    shown = _Progress(run, state, n_batches)
     lr = run.optimizer.param_groups[0]["lr"]  # an epoch the budget ends before its first step records the last lr set, not the peak
     for images, labels in loader:
         progress = clock.progress(state.step)
@@ -538,27 +531,30 @@ def _train_epoch(run: _Run, state: ResumeState, clock: _Clock) -> Dict[str, Any]
             group["lr"] = lr
         loss = _train_step(run, images, labels)
         state.step += 1
-        loss_sum += loss.double() * len(labels)  # float64, as the host sum of float(loss) * n was
+        loss_sum += loss.double() * len(labels)  # float64, as the host's sum of float(loss) * n was
         images_seen += len(labels)
-        # Log time: the only places that read the loss to the host during the epoch.
-        now = time.perf_counter()
-        if bar is not None and now - last_shown >= BAR_LOSS_EVERY_S:
-            last_shown = now
-            bar.set_postfix(loss=f"{_host_loss(loss.item(), state, run.dist):.3f}", lr=f"{lr:.2e}")
-        elif bar is None and run.dist.main and now - last_shown > LINE_EVERY_S:
-            last_shown = now
-            log.info("  epoch %d: %d/%d batches, loss %.4f", state.epoch + 1, images_seen // cfg.batch_size,
-                     len(batches), _host_loss(loss_sum.item(), state, run.dist) / max(images_seen, 1))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        shown.step(loss, loss_sum, images_seen, lr)
+    shown.close()
     totals = torch.stack([loss_sum, torch.tensor(float(images_seen), dtype=torch.float64, device=run.device)])
-    loss_total, images_total = ddp.all_reduce_(totals, run.dist).tolist()
+    loss_total, images_total = ddp.all_reduce_(totals, run.dist).tolist()  # the epoch's one host read
     _host_loss(loss_total, state, None)  # every rank sees the same sum: all stop together
     return {"epoch": state.epoch + 1, "loss": loss_total / max(images_total, 1), "lr": float(lr),
             "seconds": float(time.perf_counter() - t0), "images": int(images_total),
             "partial": bool(state.stopped_by_budget)}
+
+
+def _epoch_loader(run: _Run, epoch: int):
+    """(loader, batches): this process's images in epoch ``epoch``'s order (DistributedSampler),
+    in batches augmented from (seed, epoch, rank, batch)."""
+    cfg = run.cfg
+    run.sampler.set_epoch(epoch)
+    order = list(run.sampler)
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    epoch_data = segdata.BatchDataset(run.train_ds, batches, seed=cfg.seed, epoch=epoch, rank=run.dist.rank,
+                                      aug=run.augment, convention=run.convention)
+    loader = torch.utils.data.DataLoader(epoch_data, batch_size=None, shuffle=False, num_workers=cfg.workers,
+                                         persistent_workers=False)
+    return loader, len(batches)
 
 
 def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -591,12 +587,36 @@ def _host_loss(value: float, state: ResumeState, dist: Optional[Dist]) -> float:
     return value
 
 
-def _progress_bar(run: _Run, epoch: int, total: int):
-    if not run.show_bar:
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """The epoch's progress on rank 0: a tqdm bar on a TTY, showing the step's loss about once a
+    second, else a log line every LINE_EVERY_S with the mean loss so far. These are the only
+    reads of the loss to the host during an epoch."""
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
+    def __init__(self, run: _Run, state: ResumeState, n_batches: int):
+        self.run, self.state, self.n_batches = run, state, n_batches
+        self.bar = None
+        if run.show_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=n_batches, desc=f"epoch {state.epoch + 1}", leave=False, dynamic_ncols=True)
+        self.last_shown = time.perf_counter()
+
+    def step(self, loss: torch.Tensor, loss_sum: torch.Tensor, images_seen: int, lr: float) -> None:
+        now = time.perf_counter()
+        if self.bar is not None:
+            if now - self.last_shown >= BAR_LOSS_EVERY_S:
+                self.last_shown = now
+                self.bar.set_postfix(loss=f"{_host_loss(loss.item(), self.state, self.run.dist):.3f}", lr=f"{lr:.2e}")
+            self.bar.update(1)
+        elif self.run.dist.main and now - self.last_shown > LINE_EVERY_S:
+            self.last_shown = now
+            mean = _host_loss(loss_sum.item(), self.state, self.run.dist) / max(images_seen, 1)
+            log.info("  epoch %d: %d/%d batches, loss %.4f", self.state.epoch + 1,
+                     images_seen // self.run.cfg.batch_size, self.n_batches, mean)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _validate(run: _Run, state: ResumeState, rec: Dict[str, Any]) -> Dict[str, Any]:
