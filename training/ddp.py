@@ -50,13 +50,15 @@ def broadcast_floats(values: Sequence[float], group: Dist) -> List[float]:
         return list(values)
     import torch.distributed as dist
 
-    tensor = torch.tensor(list(values), dtype=torch.float64)
+    # nccl moves only CUDA tensors (the current device: train() sets it per rank).
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.broadcast(tensor, 0)
     return tensor.tolist()
 
 
 def all_reduce_(tensor: torch.Tensor, group: Dist) -> torch.Tensor:
-    """Sum ``tensor`` over the ranks, in place."""
+    """Sum ``tensor`` over the ranks, in place (on the training device: nccl takes no CPU tensors)."""
     if group.world > 1:
         import torch.distributed as dist
 

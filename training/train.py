@@ -552,8 +552,9 @@ def _epoch_loader(run: _Run, epoch: int):
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     epoch_data = segdata.BatchDataset(run.train_ds, batches, seed=cfg.seed, epoch=epoch, rank=run.dist.rank,
                                       aug=run.augment, convention=run.convention)
+    # Pinned batches on CUDA: the copy to the device in _train_step is then truly asynchronous.
     loader = torch.utils.data.DataLoader(epoch_data, batch_size=None, shuffle=False, num_workers=cfg.workers,
-                                         persistent_workers=False)
+                                         persistent_workers=False, pin_memory=run.device.type == "cuda")
     return loader, len(batches)
 
 
