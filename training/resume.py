@@ -101,8 +101,8 @@ class ResumeState:
         now = config_fingerprint(cfg)
         diff = [k for k in RESUME_KEYS if k in old and old[k] != now[k]]
         if diff:
-            k = diff[0]
-            raise FcnError(f"cannot resume {path}: {k} was {old[k]!r}, now {now[k]!r}")
+            key = diff[0]
+            raise FcnError(f"cannot resume {path}: {key} was {old[key]!r}, now {now[key]!r}")
         weights = stored.get("class_weights")
         return cls(
             config=now, optimizer=stored["optimizer"], scaler=stored.get("scaler"),
