@@ -10,6 +10,8 @@ import torch
 
 from fcn_deploy.errors import FcnError
 from fcn_deploy.training import data as D
+from fcn_deploy.training import amp as A
+from fcn_deploy.training import cli as C
 from fcn_deploy.training import train as T
 from fcn_deploy.training.checkpoint import load_checkpoint
 from fcn_deploy.training.recipes import get_recipe
@@ -32,44 +34,44 @@ def _native(monkeypatch, avx512_bf16: bool, amx: bool = False):
 
 def test_auto_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
     _native(monkeypatch, True)
-    p = T.resolve_precision("auto", CPU, None)
+    p = A.resolve_precision("auto", CPU, None)
     assert (p.dtype, p.name, p.scaler) == (torch.bfloat16, "bf16", False) and "avx512_bf16" in p.reason
     _native(monkeypatch, False, amx=True)
-    assert T.resolve_precision("auto", CPU, None).dtype is torch.bfloat16
-    assert "AMX" in T.resolve_precision("auto", CPU, None).reason
+    assert A.resolve_precision("auto", CPU, None).dtype is torch.bfloat16
+    assert "AMX" in A.resolve_precision("auto", CPU, None).reason
     _native(monkeypatch, False)
-    p = T.resolve_precision("auto", CPU, None)
+    p = A.resolve_precision("auto", CPU, None)
     assert (p.dtype, p.name, p.channels_last) == (None, "fp32", False) and "emulated" in p.reason
 
 
 def test_explicit_modes(monkeypatch):
     _native(monkeypatch, False)
-    assert T.resolve_precision("off", CPU, None).dtype is None
-    assert T.resolve_precision("bf16", CPU, None).dtype is torch.bfloat16  # asked for: given, said slow
-    assert "slow" in T.resolve_precision("on", CPU, None).reason
-    assert T.resolve_precision(True, CPU, None).dtype is torch.bfloat16  # the earlier boolean --amp
-    assert T.resolve_precision("off", CPU, True).channels_last is True  # an explicit flag wins
+    assert A.resolve_precision("off", CPU, None).dtype is None
+    assert A.resolve_precision("bf16", CPU, None).dtype is torch.bfloat16  # asked for: given, said slow
+    assert "slow" in A.resolve_precision("on", CPU, None).reason
+    assert A.resolve_precision(True, CPU, None).dtype is torch.bfloat16  # the earlier boolean --amp
+    assert A.resolve_precision("off", CPU, True).channels_last is True  # an explicit flag wins
     with pytest.raises(FcnError, match="fp16 is for CUDA"):
-        T.resolve_precision("fp16", CPU, None)
+        A.resolve_precision("fp16", CPU, None)
     with pytest.raises(FcnError, match="amp mode"):
-        T.resolve_precision("fp8", CPU, None)
+        A.resolve_precision("fp8", CPU, None)
 
 
 def test_the_real_capability_check_agrees_with_torch():
-    native, how = T.cpu_bf16_native()
+    native, how = A.cpu_bf16_native()
     assert native == bool(torch.cpu._is_avx512_bf16_supported() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     assert isinstance(how, str) and how
 
 
 def test_cli_amp_values():
-    assert T.config_from_args(["--out", "m.pt"]).amp == "off"
-    assert T.config_from_args(["--out", "m.pt", "--amp"]).amp == "on"
-    assert T.config_from_args(["--out", "m.pt", "--amp", "auto"]).amp == "auto"
+    assert C.config_from_args(["--out", "m.pt"]).amp == "off"
+    assert C.config_from_args(["--out", "m.pt", "--amp"]).amp == "on"
+    assert C.config_from_args(["--out", "m.pt", "--amp", "auto"]).amp == "auto"
     assert T.TrainConfig(out="m.pt", amp=True).amp == "on"
     with pytest.raises(FcnError, match="amp mode"):
-        T.config_from_args(["--out", "m.pt", "--amp", "fast"])
-    assert T.main(["--out", "m.pt", "--amp", "fast"]) == 2
-    rec = T.config_from_args(["--recipe", "camvid-resnet18-fcn8s", "--data", "x", "--out", "m.pt"])
+        C.config_from_args(["--out", "m.pt", "--amp", "fast"])
+    assert C.main(["--out", "m.pt", "--amp", "fast"]) == 2
+    rec = C.config_from_args(["--recipe", "camvid-resnet18-fcn8s", "--data", "x", "--out", "m.pt"])
     assert (rec.amp, rec.channels_last, rec.head_alignment) == ("auto", None, "aligned")
     assert get_recipe("camvid-resnet18-fcn8s")["amp"] == "auto"
 
@@ -109,7 +111,7 @@ def test_holdout_run_reports_last_epoch_first_and_chooses_best_on_holdout(tmp_pa
     cfg = T.TrainConfig(out=str(tmp_path / "m.pt"), format="synthetic", synthetic=TINY, epochs=2, batch_size=4,
                         crop=(32, 32), holdout=2, val_every=1, threads=1, progress=False)
     res = T.train(cfg)
-    lines = T.summary_lines(res)
+    lines = C.summary_lines(res)
     assert lines[0].startswith("val, last epoch 2:")
     assert lines[1].startswith(f"val, best epoch {res.best_metrics['epoch']} (chosen on the hold-out)")
     assert any(l.startswith("hold-out, last epoch 2") for l in lines)
@@ -126,4 +128,4 @@ def test_holdout_run_reports_last_epoch_first_and_chooses_best_on_holdout(tmp_pa
 def test_without_holdout_the_best_is_flagged_as_chosen_on_val(tmp_path):
     res = T.train(T.TrainConfig(out=str(tmp_path / "m.pt"), format="synthetic", synthetic=TINY, epochs=1,
                                 batch_size=4, crop=(32, 32), threads=1, progress=False))
-    assert "chosen on val itself, so optimistic" in T.summary_lines(res)[1]
+    assert "chosen on val itself, so optimistic" in C.summary_lines(res)[1]

@@ -1,5 +1,5 @@
-"""fcn-train: resume determinism (Ctrl-C and SIGKILL), DDP on gloo, checkpoint contents, time budget,
-CLI bad input."""
+"""fcn-train: resume determinism (Ctrl-C and SIGKILL), the resume state's round trip, DDP on gloo,
+checkpoint contents, time budget, a diverging loss, CLI bad input."""
 
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ from fcn_deploy.metrics import ConfusionMatrix
 from fcn_deploy.training import data as D
 from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint
 from fcn_deploy.training.models import input_convention
-from fcn_deploy.training.train import TrainConfig, evaluate, last_path_for, lr_at, main, train
+from fcn_deploy.training.cli import main
+from fcn_deploy.training.resume import ResumeState, config_fingerprint
+from fcn_deploy.training.train import TrainConfig, evaluate, last_path_for, lr_at, train
 
 TINY = D.SyntheticSpec(num_train=12, num_val=4, height=32, width=32, seed=5)
+# The resume tests: two steps of 4 images per epoch (few steps keep them fast; several per epoch
+# and a resume between epochs are what they are about).
+RESUME_DATA = D.SyntheticSpec(num_train=8, num_val=4, height=32, width=32, seed=5)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,15 +84,15 @@ def _with_dropout(monkeypatch):
 def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
     """Bit-exact resume on a model with dropout: torch's RNG is re-seeded per epoch, not stored."""
     used = _with_dropout(monkeypatch)
-    straight = train(tiny_cfg(tmp_path / "a.pt"))
+    straight = train(tiny_cfg(tmp_path / "a.pt", epochs=2, synthetic=RESUME_DATA))
     assert True in used  # dropout really ran in training mode
-    assert straight.epochs_done == 3
+    assert straight.epochs_done == 2 and straight.history[0]["images"] == 8
 
     def interrupt(epoch, rec):
         if epoch == 1:
             raise _Stop()
 
-    cfg = tiny_cfg(tmp_path / "b.pt")
+    cfg = tiny_cfg(tmp_path / "b.pt", epochs=2, synthetic=RESUME_DATA)
     with pytest.raises(_Stop):
         train(cfg, on_epoch_end=interrupt)
     assert load_checkpoint(last_path_for(cfg.out))["train"]["epoch"] == 1
@@ -100,7 +105,7 @@ def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
         train(dataclasses.replace(cfg, resume=True, seed=8))
     assert load_checkpoint(last_path_for(cfg.out))["train"]["epoch"] == 1
     resumed = train(dataclasses.replace(cfg, resume=True))
-    assert resumed.epochs_done == 3
+    assert resumed.epochs_done == 2
     _same_weights(straight.last_path, resumed.last_path)
     _same_weights(straight.best_path, resumed.best_path)
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
@@ -113,7 +118,7 @@ def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
 def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     out = tmp_path / "k.pt"
     last = last_path_for(out)
-    argv = ["--format", "synthetic", "--synthetic-size", "32x32", "--synthetic-count", "12x4", "--epochs", "4",
+    argv = ["--format", "synthetic", "--synthetic-size", "32x32", "--synthetic-count", "8x4", "--epochs", "3",
             "--batch-size", "4", "--crop", "32x32", "--scale", "0.75,1.25", "--class-weights", "median-freq",
             "--seed", "7", "--threads", "1", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -133,15 +138,140 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
                 break
         time.sleep(0.02)
     proc.wait(30)
-    assert killed_at is not None and killed_at < 4, f"run was not killed mid-way ({proc.stderr.read().decode()[-300:]})"
-    assert load_checkpoint(last)["train"]["epoch"] < 4
+    assert killed_at is not None and killed_at < 3, f"run was not killed mid-way ({proc.stderr.read().decode()[-300:]})"
+    assert load_checkpoint(last)["train"]["epoch"] < 3
     rc = main([*argv, "--resume"])
     assert rc == 0
     straight = train(TrainConfig(out=str(tmp_path / "s.pt"), format="synthetic",
-                                 synthetic=D.SyntheticSpec(num_train=12, num_val=4, height=32, width=32),
-                                 epochs=4, batch_size=4, crop=(32, 32), scale_range=(0.75, 1.25),
+                                 synthetic=D.SyntheticSpec(num_train=8, num_val=4, height=32, width=32),
+                                 epochs=3, batch_size=4, crop=(32, 32), scale_range=(0.75, 1.25),
                                  class_weights="median-freq", seed=7, threads=1, progress=False))
     _same_weights(straight.last_path, last)
+
+
+class _Net(torch.nn.Sequential):
+    """A two-layer stand-in for an FCN: what save_checkpoint reads (arch, backbone, classes), BN
+    running statistics, and few weights, so the round trip costs milliseconds."""
+
+    arch, backbone_name, num_classes, build_options = "fcn32s", "resnet18", 3, {}
+
+    def __init__(self):
+        super().__init__(torch.nn.Conv2d(3, 3, 3), torch.nn.BatchNorm2d(3))
+
+
+def _equal(a, b, where="state"):
+    """Deep equality with tensors compared exactly (dtype, shape, values)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), (where, list(a), list(b))
+        for k in a:
+            _equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _equal(x, y, f"{where}[{i}]")
+    else:
+        assert type(a) is type(b) and a == b, (where, a, b)
+
+
+def _stepped():
+    torch.manual_seed(0)
+    net = _Net()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    return net, opt
+
+
+def test_resume_state_round_trip(tmp_path):
+    """save then load gives the same state: every field, the weights, the optimizer's tensors;
+    restore puts them into fresh objects; the file holds the documented ``train`` entry."""
+    cfg = TrainConfig(out=str(tmp_path / "m.pt"), seed=3, crop=(16, 24))
+    net, opt = _stepped()
+    state = ResumeState(config=config_fingerprint(cfg), epoch=2, step=7, elapsed_s=12.5,
+                        history=[{"epoch": 1, "loss": 1.25, "lr": 1e-3}, {"epoch": 2, "loss": 1.0, "lr": 5e-4}],
+                        best={"mean_iu": 0.5, "epoch": 2}, finished=False, stopped_by_budget=False,
+                        class_weights=torch.tensor([0.5, 1.0, 2.0]), world_size=2)
+    path = tmp_path / "m.last.pt"
+    state.save(path, net, opt, None, _info(), metrics={"mean_iu": 0.5})
+    back = ResumeState.load(path, cfg, world_size=2)
+    for f in dataclasses.fields(ResumeState):
+        if f.name != "model":
+            _equal(getattr(state, f.name), getattr(back, f.name), f.name)
+    _equal(net.state_dict(), back.model, "model")
+    stored = torch.load(path, weights_only=True)["train"]
+    assert list(stored) == ["config", "optimizer", "scaler", "epoch", "step", "elapsed_s", "history", "best",
+                            "finished", "stopped_by_budget", "class_weights", "world_size"]
+    assert stored["config"]["crop"] == [16, 24] and "rng" not in stored
+    fresh = _Net()
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    back.restore(fresh, fresh_opt, None)
+    _equal(net.state_dict(), fresh.state_dict(), "restored model")
+    _equal(opt.state_dict(), fresh_opt.state_dict(), "restored optimizer")
+
+
+def test_resume_state_refusals_are_one_line(tmp_path):
+    from fcn_deploy.errors import FcnError
+    from fcn_deploy.training.checkpoint import save_checkpoint
+
+    cfg = TrainConfig(out=str(tmp_path / "m.pt"), seed=3)
+    net, opt = _stepped()
+    path = tmp_path / "m.last.pt"
+    ResumeState(config=config_fingerprint(cfg)).save(path, net, opt, None, _info(), metrics={})
+    bad = [(dataclasses.replace(cfg, seed=4), path, r"^cannot resume .*m\.last\.pt: seed was 3, now 4$"),
+           (dataclasses.replace(cfg, crop=(16, 16)), path, r"crop was None, now \[16, 16\]$"),
+           (cfg, tmp_path / "none.pt", r"^nothing to resume: .*none\.pt does not exist$")]
+    save_checkpoint(tmp_path / "plain.pt", net, _info())
+    bad.append((cfg, tmp_path / "plain.pt", r"plain\.pt holds no resume state$"))
+    torn = torch.load(path, weights_only=True)
+    del torn["train"]["optimizer"]
+    torch.save(torn, tmp_path / "torn.pt")
+    bad.append((cfg, tmp_path / "torn.pt", r"torn\.pt is a damaged resume state \(no 'optimizer'\)$"))
+    for c, p, msg in bad:
+        with pytest.raises(FcnError, match=msg) as e:
+            ResumeState.load(p, c)
+        assert "\n" not in str(e.value)
+    # what does not change the run may differ: more epochs, another val interval
+    assert ResumeState.load(path, dataclasses.replace(cfg, epochs=20, val_every=3)).config["epochs"] == 20
+
+
+def test_diverging_loss_stops_with_one_line_and_writes_nothing(tmp_path):
+    """The loss is read to the host only at log time; a non-finite one still stops the run
+    (at the epoch's end at the latest) before that epoch's checkpoints are written."""
+    from fcn_deploy.errors import FcnError
+
+    with pytest.raises(FcnError, match=r"^loss became (nan|inf) in epoch 1 \(by step 2\): lower --lr$"):
+        train(tiny_cfg(tmp_path / "nan.pt", epochs=1, lr=1e38, optimizer="sgd", warmup=0.0, synthetic=RESUME_DATA))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_shows_the_loss_at_log_time(tmp_path, monkeypatch, caplog, capsys):
+    """Without a TTY: a progress line (every LINE_EVERY_S; here every step) with the mean loss so
+    far, the last one equal to the epoch's recorded loss. With one: a tqdm bar with the step's
+    loss (a non-finite one stops the run)."""
+    import fcn_deploy.training.train as T
+
+    small = dataclasses.replace(RESUME_DATA, num_train=4)
+    monkeypatch.setattr(T, "LINE_EVERY_S", -1.0)
+    caplog.set_level("INFO", logger="fcn_deploy.training.train")
+    res = train(tiny_cfg(tmp_path / "line.pt", epochs=1, batch_size=2, synthetic=small))
+    lines = [m for m in caplog.messages if m.startswith("  epoch 1: ")]
+    assert [ln.split(",")[0] for ln in lines] == ["  epoch 1: 1/2 batches", "  epoch 1: 2/2 batches"], lines
+    assert lines[-1].endswith(f"loss {res.history[0]['loss']:.4f}")
+    # The bar (its own run would cost as much again: the display alone, on the loop's objects' fields)
+    from types import SimpleNamespace as NS
+
+    monkeypatch.setattr(T, "BAR_LOSS_EVERY_S", 0.0)
+    capsys.readouterr()
+    run = NS(show_bar=True, dist=T.Dist(), cfg=NS(batch_size=2))
+    shown = T._Progress(run, NS(epoch=0, step=1), 2)
+    shown.step(torch.tensor(1.25), torch.tensor(2.5, dtype=torch.float64), 2, 1e-3)
+    shown.close()
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "loss=1.250" in err and "lr=1.00e-03" in err, err[-500:]
+    with pytest.raises(T.FcnError, match=r"^loss became nan in epoch 1 \(by step 1\)"):
+        T._Progress(run, NS(epoch=0, step=1), 2).step(torch.tensor(float("nan")), torch.zeros(()), 2, 1e-3)
 
 
 def test_checkpoint_contents_and_metrics(tmp_path):
