@@ -20,10 +20,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-# Scripts whose parser is not the kit's yet, so --debug is not one of their flags (the environment
-# variable works for them: run_cli is the kit's). strict: the test fails once they are switched,
-# and this entry must then go.
-NOT_ON_KIT = {"fcn-train": "training/train.py keeps its own parser until the integrator switches it to the kit"}
 
 
 def _load(target):
@@ -119,11 +115,7 @@ def _assert_traceback_then_error(err: str):
     assert "FcnError" in err
 
 
-DEBUG_CASES = [pytest.param(name, sub, id=i, marks=[pytest.mark.xfail(strict=True, reason=NOT_ON_KIT[name])]
-                             if name in NOT_ON_KIT else []) for (name, sub), i in zip(COMMANDS, IDS)]
-
-
-@pytest.mark.parametrize("name, sub", DEBUG_CASES)
+@pytest.mark.parametrize("name, sub", COMMANDS, ids=IDS)
 def test_debug_flag_shows_the_traceback(name, sub, capsys, monkeypatch):
     monkeypatch.delenv("FCN_DEPLOY_DEBUG", raising=False)
     main = _entry(SCRIPTS[name])

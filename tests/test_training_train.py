@@ -387,7 +387,7 @@ def _bad_camvid(root):
     (["--backbone", "vgg19"], "unknown backbone"),
     (["--format", "camvid", "--data", "{tmp}/missing"], "not found"),
     (["--format", "camvid"], "--data is required"),
-    (["--crop", "abc"], "expected HxW"),
+    (["--crop", "abc"], "is not H,W or HxW"),
     (["--epochs", "0"], "epochs must be >= 1"),
     (["--lr", "-1"], "lr must be a positive"),
     (["--recipe", "nope"], "unknown recipe 'nope'"),

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fcn_deploy._util import cli_parser, run_cli
+from fcn_deploy.cli_kit import add_layout, hw_type
 from fcn_deploy.errors import FcnError
 from fcn_deploy.metrics import format_scores
 
@@ -22,18 +23,6 @@ from fcn_deploy.metrics import format_scores
 from fcn_deploy.training.train import HOLDOUT_BLOCK, TrainConfig, TrainResult, train
 from fcn_deploy.training import registry
 from fcn_deploy.training.data import SyntheticSpec
-
-
-def _size(text: str) -> Tuple[int, int]:
-    try:
-        parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}")
-    return parts[0], parts[1]
 
 
 def _range(text: str) -> Tuple[float, float]:
@@ -52,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser(prog="fcn-train", description="Train an FCN for semantic segmentation.")
     unset = argparse.SUPPRESS  # unset flags stay out of the namespace, so a recipe's values apply
     parser.add_argument("--recipe", default=unset, help="named configuration (see docs/training.md); flags override it")
-    parser.add_argument("--data", default=unset, help="dataset folder (not needed for --format synthetic)")
-    parser.add_argument("--format", default=unset, help="camvid | voc | folders | synthetic (default synthetic)")
+    parser.add_argument("--data", default=unset, help="dataset folder (not needed for --layout synthetic)")
+    add_layout(parser, default=unset, dest="format", help="dataset layout (default synthetic)")
     parser.add_argument("--arch", default=unset, help="a registered architecture (default fcn8s; --list-archs shows all)")
     parser.add_argument("--backbone", default=unset, help="a backbone of that arch (default resnet18; --list-archs)")
     parser.add_argument("--list-archs", action="store_true", default=unset,
@@ -65,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=unset)
     parser.add_argument("--time-budget", type=float, dest="time_budget_min", default=unset,
                         help="minutes: poly LR decay over elapsed time, stop when used")
-    parser.add_argument("--crop", type=_size, default=unset, help="random crop HxW (default none: whole images)")
+    parser.add_argument("--crop", type=hw_type(), default=unset, help="random crop HxW (default none: whole images)")
     parser.add_argument("--scale", type=_range, dest="scale_range", default=unset, help="random scale MIN,MAX (default 1,1)")
     parser.add_argument("--no-flip", dest="hflip", action="store_false", default=unset, help="no horizontal flips")
     parser.add_argument("--class-weights", default=unset, help="median-freq | none (default none)")
@@ -92,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-batch-size", type=int, default=unset)
     parser.add_argument("--backbone-weights", default=unset, help="torchvision .pth state_dict for the backbone")
     parser.add_argument("--workers", type=int, default=unset, help="data loader processes (default 0)")
-    parser.add_argument("--synthetic-size", type=_size, default=unset, help="synthetic images HxW (default 64x64)")
-    parser.add_argument("--synthetic-count", type=_size, default=unset, help="synthetic train,val counts, e.g. 64x16")
+    parser.add_argument("--synthetic-size", type=hw_type(), default=unset, help="synthetic images HxW (default 64x64)")
+    parser.add_argument("--synthetic-count", type=hw_type(), default=unset, help="synthetic train,val counts, e.g. 64x16")
     return parser
 
 
