@@ -27,9 +27,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PYTHON) -m fcn_deploy.benchmarks.demo --out $(DEMO_OUT) $(if $(CAMVID),--camvid $(CAMVID),)
 
+# One pytest worker per core (pytest-xdist; --dist loadscope keeps a module on one worker, so its
+# fixtures are built once), torch / onnxruntime on one thread each, so 2 cores run 2 tests at a
+# time instead of one test on 2 threads (PYTEST_WORKERS=0: one process, as before).
 # --durations=20: the slowest tests in every run's output (CI's too), so a slow new test shows.
+PYTEST_WORKERS ?= auto
 test: venv
-	$(PYTHON) -m pytest -q --durations=20 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --durations=20 $(PYTEST_ARGS)
 
 # The long checks: every arch x backbone (VGG16 included) exported and verified at 97x131,
 # 360x480 and 500x375, batch 1 and 2.
