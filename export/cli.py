@@ -89,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     adopt_cmd.add_argument("foreign", metavar="FOREIGN.onnx", help="the foreign ONNX file")
     adopt_cmd.add_argument("adopted", metavar="OUT.onnx", help="the adopted file to write")
     adopt_cmd.add_argument("--classes", metavar="voc|camvid|FILE", help="the class names (FILE: one per line)")
-    adopt_cmd.add_argument("--input-convention", metavar="NAME", help="imagenet | caffe | mmseg | pochih")
+    from fcn_deploy.training.registry import CONVENTIONS
+
+    adopt_cmd.add_argument("--input-convention", metavar="NAME", help=" | ".join(CONVENTIONS))
     adopt_cmd.add_argument("--output-name", metavar="NAME", help="the segmentation output (default: the only one, or 'out')")
     return p
 

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fcn_deploy.datasets import LIST_FORMATS
 from fcn_deploy.errors import FcnError, first_line, unknown_name
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,8 @@ def _toposort(nodes, available: set) -> list:
 # ------------------------------------------------------------------------------------------------
 
 # Calibration layouts: those of fcn_deploy.datasets.list_images (the train split is used).
-CALIB_FORMATS = ("images", "camvid", "voc", "folders")
+# The calibration data layouts: the dataset registry's listable ones (an image folder or a labelled set).
+CALIB_FORMATS = LIST_FORMATS
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Ops whose inputs get Q/DQ. Conv / ConvTranspose: activations per tensor, weights per channel
 # (TensorRT: "quantize all inputs of weighted operations"). Add: both inputs of every skip

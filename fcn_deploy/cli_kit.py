@@ -36,11 +36,19 @@ DEBUG_FLAG = "--debug"
 _debug = contextvars.ContextVar("fcn_deploy_cli_debug", default=False)
 # The prog of the innermost parser that ran (a subcommand's), named by errors the top level reports.
 _prog = contextvars.ContextVar("fcn_deploy_cli_prog", default="")
+# Set by run_cli for the length of one run: only then may a parser change the debug state and the
+# logger level (a parser used on its own, e.g. by a test, leaves both alone).
+_running = contextvars.ContextVar("fcn_deploy_cli_running", default=False)
 
 
 def debug_enabled() -> bool:
     """Whether this CLI run shows error chains: ``--debug`` seen, or FCN_DEPLOY_DEBUG set (not 0/empty)."""
     return _debug.get() or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def is_debug_flag(token) -> bool:
+    """``--debug`` or an abbreviation argparse would take for it (``--deb``, ``--debu``)."""
+    return isinstance(token, str) and len(token) >= len("--deb") and DEBUG_FLAG.startswith(token)
 
 
 class CliParser(argparse.ArgumentParser):
@@ -58,7 +66,9 @@ class CliParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         tokens = list(sys.argv[1:] if args is None else args)
         options = tokens[: tokens.index("--")] if "--" in tokens else tokens
-        if DEBUG_FLAG in options:  # seen before parsing, so an error while parsing is shown in full too
+        # Seen before parsing, so an error while parsing is shown in full too; argparse's
+        # abbreviations (--deb, --debu) count as the flag.
+        if _running.get() and any(is_debug_flag(t) for t in options):
             _debug.set(True)
             logging.getLogger("fcn_deploy").setLevel(logging.DEBUG)
         _prog.set(self.prog)
@@ -90,8 +100,10 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
     """Run a CLI body: FcnError (and Ctrl-C) become one line on stderr and a non-zero exit;
     with ``--debug`` / FCN_DEPLOY_DEBUG=1 the error chain is printed before that line."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    token = _debug.set(False)
+    token, running = _debug.set(False), _running.set(True)
     level = logging.getLogger("fcn_deploy").level  # --debug lowers it for this run only
+    if debug_enabled():  # FCN_DEPLOY_DEBUG=1 (a --debug flag is seen by the parser)
+        logging.getLogger("fcn_deploy").setLevel(logging.DEBUG)
     try:
         try:
             return int(main(argv) or 0)
@@ -105,6 +117,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
             return 130
     finally:
         _debug.reset(token)
+        _running.reset(running)
         logging.getLogger("fcn_deploy").setLevel(level)
 
 

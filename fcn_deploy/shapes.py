@@ -8,6 +8,7 @@ same "outside the profile" / ``resize="fit"`` logic to every backend.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,9 +20,12 @@ Shape = Tuple[int, int, int, int]
 UNBOUNDED = 1 << 30
 
 
-# The one grammar of sizes and shapes on every command line: numbers separated by "x" or ","
-# ("*" also), e.g. 288,384 / 288x384 (a size; a single 288 = square) and 1x3x288x384 / 1,3,288,384.
-_SEPARATORS = ("x", "X", ",", "*")
+# The one grammar of sizes and shapes on every command line: ASCII numbers separated by "x" or
+# "," ("X" and "*" also; spaces around a separator are ignored), e.g. 288,384 / 288x384 (a size;
+# a single 288 = square) and 1x3x288x384 / 1,3,288,384. Lists of sizes: parse_hw_list.
+_SEP = r"[xX,*]"
+_NUMBERS = re.compile(rf"[0-9]+(?:{_SEP}[0-9]+)*")
+_AROUND_SEP = re.compile(r"\s*([xX,*;])\s*")
 
 
 def _lead(what: str) -> str:
@@ -31,13 +35,13 @@ def _lead(what: str) -> str:
 def _ints(text, what: str, expected: str):
     if not isinstance(text, str) or not text.strip():
         raise FcnError(f"{_lead(what)}empty; expected {expected}")
-    s = text.strip()
-    for sep in _SEPARATORS[1:]:
-        s = s.replace(sep, "x")
-    try:
-        return tuple(int(p) for p in s.split("x"))
-    except ValueError:
-        raise FcnError(f"{_lead(what)}{text!r} is not {expected}") from None
+    compact = _AROUND_SEP.sub(r"\1", text.strip())
+    if not _NUMBERS.fullmatch(compact):
+        raise FcnError(f"{_lead(what)}{text!r} is not {expected}")
+    dims = tuple(int(p) for p in re.split(_SEP, compact))
+    if max(dims) >= UNBOUNDED:
+        raise FcnError(f"{_lead(what)}{text!r} has a number >= {UNBOUNDED} (too large for any image)")
+    return dims
 
 
 def parse_hw(text: str, *, what: str = "size", square: bool = True) -> Tuple[int, int]:
@@ -56,17 +60,24 @@ def parse_hw(text: str, *, what: str = "size", square: bool = True) -> Tuple[int
 
 def parse_hw_list(text: str, *, what: str = "sizes") -> List[Tuple[int, int]]:
     """Several sizes: ``"97x131,375x500"`` (HxW items, comma-separated) or items separated by
-    ``;`` or spaces (``"97,131;375,500"``) -> [(97, 131), (375, 500)]."""
+    ``;`` or spaces (``"97,131;375,500"``, ``"97x131 375x500"``) -> [(97, 131), (375, 500)].
+    A comma-separated run is either HxW items or one H,W: ``"288,384,97x131"`` is refused
+    (put ``;`` between H,W sizes)."""
+    expected = "HxW,HxW,... or H,W;H,W (e.g. 97x131,375x500)"
     if not isinstance(text, str) or not text.strip():
-        raise FcnError(f"{_lead(what)}empty; expected HxW,HxW,... (e.g. 97x131,375x500)")
+        raise FcnError(f"{_lead(what)}empty; expected {expected}")
     items: List[str] = []
-    for chunk in text.replace(";", " ").split():
-        if "x" in chunk.lower():  # HxW items: the commas separate them
-            items.extend(p for p in chunk.split(",") if p)
-        else:  # one H,W (or N) item
-            items.append(chunk)
+    for chunk in re.split(r"[;\s]+", _AROUND_SEP.sub(r"\1", text.strip())):
+        if not chunk:
+            continue
+        parts = chunk.split(",")
+        with_x = [p for p in parts if re.search(r"[xX*]", p)]
+        if with_x and len(with_x) != len(parts):  # HxW items mixed with bare numbers
+            raise FcnError(f"{_lead(what)}{text!r} mixes HxW sizes and bare numbers in {chunk!r}; "
+                           f"expected {expected} (put ; between H,W sizes)")
+        items.extend(parts if with_x else [chunk])
     if not items:
-        raise FcnError(f"{_lead(what)}no sizes in {text!r}; expected HxW,HxW,... (e.g. 97x131,375x500)")
+        raise FcnError(f"{_lead(what)}no sizes in {text!r}; expected {expected}")
     return [parse_hw(i, what=what) for i in items]
 
 

@@ -31,12 +31,28 @@ def test_parse_hw_square_and_lists():
 
 
 @pytest.mark.parametrize("text, words", [
-    ("", "empty"), ("64by96", "not H,W or HxW"), ("1x2x3", "3 numbers"), ("0x5", "side < 1"), ("-3", "side < 1"), ("3x", "not H,W"),
+    ("", "empty"), ("64by96", "not H,W or HxW"), ("1x2x3", "3 numbers"), ("0x5", "side < 1"), ("-3", "not H,W"), ("3x", "not H,W"),
+    ("2_88", "not H,W"), ("+288", "not H,W"), ("99999999999x5", "too large"), ("288 384", "not H,W"),
 ])
 def test_parse_hw_errors_are_one_line(text, words):
     with pytest.raises(FcnError, match=words) as e:
         parse_hw(text, what="--crop")
     assert "\n" not in str(e.value) and str(e.value).startswith("--crop: ")
+
+
+@pytest.mark.parametrize("text, sizes", [
+    ("97X131,375x500", [(97, 131), (375, 500)]), ("97*131,375*500", [(97, 131), (375, 500)]),
+    ("97x 131, 375 x500", [(97, 131), (375, 500)]), ("97x131 375x500", [(97, 131), (375, 500)]),
+])
+def test_parse_hw_list_takes_the_size_grammar(text, sizes):
+    assert parse_hw_list(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["288,384,97x131", "97x131,375"])
+def test_parse_hw_list_refuses_a_comma_meaning_two_things(text):
+    # 288,384 is one size; 288,384,97x131 would otherwise be read as 288x288, 384x384, 97x131
+    with pytest.raises(FcnError, match="put ; between H,W sizes"):
+        parse_hw_list(text, what="--verify-sizes")
 
 
 @pytest.mark.parametrize("text", ["1x3x288x384", "1,3,288,384", "1X3x288,384"])
@@ -120,6 +136,39 @@ def test_debug_prints_the_chain_an_fcn_error_hid(capsys, monkeypatch):
     assert run_cli(body, []) == 2  # --debug lasts one run
     assert capsys.readouterr().err == "error: not a number\n"
     assert logging.getLogger("fcn_deploy").level != logging.DEBUG
+
+
+def test_env_debug_lowers_the_loggers_for_one_run(capsys, monkeypatch):
+    from fcn_deploy.cli_kit import run_cli
+
+    seen = []
+    monkeypatch.setenv("FCN_DEPLOY_DEBUG", "1")
+    assert run_cli(lambda argv: seen.append(logging.getLogger("fcn_deploy").getEffectiveLevel()) or 0, []) == 0
+    monkeypatch.delenv("FCN_DEPLOY_DEBUG")
+    assert run_cli(lambda argv: seen.append(logging.getLogger("fcn_deploy").getEffectiveLevel()) or 0, []) == 0
+    assert seen[0] == logging.DEBUG and seen[1] != logging.DEBUG
+
+
+def test_a_parser_outside_run_cli_changes_no_global_state(monkeypatch):
+    from fcn_deploy.cli_kit import cli_parser, debug_enabled
+
+    monkeypatch.delenv("FCN_DEPLOY_DEBUG", raising=False)
+    level = logging.getLogger("fcn_deploy").level
+    cli_parser(prog="t").parse_args(["--debug"])
+    assert not debug_enabled() and logging.getLogger("fcn_deploy").level == level
+
+
+@pytest.mark.parametrize("flag", ["--deb", "--debu", "--debug"])
+def test_debug_abbreviations_show_the_chain(flag, capsys, monkeypatch):
+    monkeypatch.delenv("FCN_DEPLOY_DEBUG", raising=False)
+    assert _export().main(["check-trt", "/nonexistent.onnx", flag]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bench_shape_flag_checks_the_channels(capsys):
+    assert _bench().main(["run", "--onnx", "m.onnx", "--shape", "1x1x8x8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "C=1" in err
 
 
 def test_debug_given_before_or_after_a_subcommand(capsys, monkeypatch):
