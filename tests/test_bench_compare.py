@@ -51,7 +51,7 @@ def test_json_has_the_documented_keys(models, tmp_path):
     report.write_json(rep, path)
     doc = json.loads(path.read_text())
     assert set(doc) == TOP
-    assert doc["schema"] == "fcn-bench/1"
+    assert doc["schema"] == "fcn-bench/2"
     assert set(doc["machine"]) == MACHINE
     assert set(doc["settings"]) == SETTINGS
     assert doc["settings"]["interleaved"] is True
