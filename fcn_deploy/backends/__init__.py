@@ -85,6 +85,15 @@ def backend_names() -> list:
     return sorted(BACKENDS)
 
 
+def model_file_types() -> str:
+    """The model files the registry runs, for help texts: ``".onnx (onnxruntime, openvino,
+    reference), .plan/.engine (tensorrt), .pt/.pth (torch)"``."""
+    by_suffixes: Dict[Tuple[str, ...], List[str]] = {}
+    for name in BACKENDS:
+        by_suffixes.setdefault(SUFFIXES[name], []).append(name)
+    return ", ".join(f"{'/'.join(s)} ({', '.join(names)})" for s, names in by_suffixes.items())
+
+
 def canonical_name(name: str) -> str:
     """``"ORT"`` -> ``"onnxruntime"``; ``"auto"`` stays; unknown names list the valid ones."""
     key = str(name).strip().lower()
