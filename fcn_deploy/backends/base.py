@@ -5,8 +5,9 @@ runner such as ``OnnxrtRunner(session)``):
 
 - a :class:`Loader`: built from a file and the backend's options (it checks them and opens
   nothing); calling it opens the library object: the onnxruntime ``InferenceSession``, the
-  OpenVINO ``CompiledModel``, the TensorRT engine and execution context, the PyTorch module.
-  Every call opens a new one, so a second call is a reload;
+  OpenVINO ``CompiledModel``, the TensorRT engine and execution context, the PyTorch module
+  (with what the runner needs besides, e.g. the file's metadata as loaded, where the library
+  object does not carry it). Every call opens a new one, so a second call is a reload;
 - a :class:`Runner` over one opened object: tensor specs, ``model_info``, ``infer``.
 
 Opening once and sharing (what a server does: load, warm up, swap in a reload)::
@@ -14,8 +15,9 @@ Opening once and sharing (what a server does: load, warm up, swap in a reload)::
     loader = SessionFromOnnx("fcn8s.onnx", providers=["cpu"])
     session = loader()                        # the expensive part, once
     a, b = loader.runner(session), loader.runner(session)   # share it; closing a or b leaves it open
-    fresh = loader.runner()                   # a reload (a new file at the same path): owned by
-    a.close(); b.close(); loader.release(session)   # ``fresh``, so closing it frees it; the old one goes back
+    fresh = loader.runner()                   # a reload (a new file at the same path), owned by
+                                              # ``fresh``: fresh.close() frees it
+    a.close(); b.close(); loader.release(session)           # the old one goes back
 
 (``loader.runner(obj, owns=True)`` hands an object opened earlier to the runner, which then
 releases it on close; without ``owns`` a runner over a given object only borrows it.)
