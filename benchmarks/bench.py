@@ -8,15 +8,16 @@ Single model::
 
 Comparison (same inputs, one process, iterations interleaved round-robin; ratios to the first)::
 
-    fcn-bench --compare torch:model.pt onnx:fcn8s.onnx onnx:fcn8s-int8.onnx openvino:fcn8s.onnx
+    fcn-bench --compare torch:model.pt onnxruntime:fcn8s.onnx onnxruntime:fcn8s-int8.onnx openvino:fcn8s.onnx
 
 Throughput (``--concurrency K``): after each shape's latency loop, every target also runs K
 requests in flight from K threads (one Segmenter/runner shared, as a server or fcn-predict on a
 folder would) and reports images/s; ``openvino-throughput`` (OpenVINO's THROUGHPUT hint: one
-stream per core) and ``onnx-throughput`` (onnxruntime, one intra-op thread per request, so K
-requests use K cores) are the throughput configurations::
+stream per core) and ``onnxruntime-throughput`` (one intra-op thread per request, so K
+requests use K cores) are the throughput configurations (target names: the runtime's backend
+names, benchmarks/targets.py; the old ``onnx``, ``onnx-throughput``, ``plan`` still work)::
 
-    fcn-bench --compare openvino:m.onnx openvino-throughput:m.onnx onnx:m.onnx onnx-throughput:m.onnx \
+    fcn-bench --compare openvino:m.onnx openvino-throughput:m.onnx onnxruntime:m.onnx onnxruntime-throughput:m.onnx \
         --shape 1x3x360x480 --shape 4x3x360x480 --concurrency 2
 
 Every target's timed loop sees the same pixels (random uint8 images with a fixed seed, or
@@ -434,9 +435,9 @@ def single_spec(*, plan: Optional[str] = None, onnx: Optional[str] = None, openv
                 autocast: Optional[str] = None, compile: bool = False) -> TargetSpec:
     """The target of ``fcn-bench run``'s flags (exactly one of plan / onnx / openvino / torch)."""
     if plan:
-        return TargetSpec("plan", plan, f"plan:{plan}")
+        return TargetSpec("tensorrt", plan, f"tensorrt:{plan}")
     if onnx:
-        name = {"cpu": "onnx", "cuda": "onnx-cuda", "trt": "onnx-trt"}[provider]
+        name = {"cpu": "onnxruntime", "cuda": "onnxruntime-cuda", "trt": "onnxruntime-tensorrt"}[provider]
         return TargetSpec(name, onnx, f"{name}:{onnx}")
     if openvino:
         name = "openvino" if ov_precision == "f32" else "openvino-bf16"

@@ -65,6 +65,9 @@ def layer_macs(op: str, x_shape, w_shape, y_shape) -> int:
 
 
 def _ort_session(model_bytes: bytes, threads: Optional[int], *, optimize: bool = True):
+    # The one place outside fcn_deploy.backends that builds an InferenceSession, on purpose:
+    # it runs in-memory graphs (the model with every tensor made an output, single-layer
+    # probes), not a model file, so there is nothing for open_runner to open or describe.
     import onnxruntime as ort
 
     so = ort.SessionOptions()

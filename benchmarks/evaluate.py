@@ -315,12 +315,14 @@ def _parser() -> argparse.ArgumentParser:
     from fcn_deploy.cli_kit import add_backend, add_layout, add_threads, cli_parser
 
     p = cli_parser(prog="fcn-eval", description="Score a model (checkpoint, ONNX or TensorRT plan) on a labelled split.")
-    p.add_argument("--model", required=True, help="model.pt (PyTorch), model.onnx or model.plan")
+    from fcn_deploy.backends import model_file_types
+
+    p.add_argument("--model", required=True, help=f"the model file ({model_file_types()})")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset root")
     add_layout(p, dest="fmt", choices=datasets.FORMATS)
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--reference", metavar="CHECKPOINT", help="PyTorch source checkpoint: report label agreement and mean IU difference")
-    add_backend(p, help="runtime backend for ONNX files (plans: tensorrt)")
+    add_backend(p, help="runtime backend (auto: by the file's suffix and this machine)")
     add_threads(p)
     p.add_argument("--limit", type=int, help="score only the first N images")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")

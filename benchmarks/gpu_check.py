@@ -426,13 +426,14 @@ def ort_trt_ep_check(onnx: Path, shape: Tuple[int, int, int, int]) -> Check:
     """onnxruntime's TensorRT EP builds and runs the ONNX (so the pinned pair works together)."""
     import numpy as np
 
-    from fcn_deploy.backends.ort import OrtRunner
+    from fcn_deploy.backends import open_runner
     from fcn_deploy.shapes import Profile
 
     name = "onnxruntime TensorRT EP runs the fp16 ONNX"
     n, c, h, w = shape
     prof = Profile((1, c, h, w), (n, c, h, w), (n, c, h, w))
-    r = OrtRunner(onnx, providers=["tensorrt"], trt_profile=prof, trt_cache_dir=onnx.parent / "ort_trt_cache")
+    r = open_runner(onnx, "onnxruntime", providers=["tensorrt"], trt_profile=prof,
+                    trt_cache_dir=onnx.parent / "ort_trt_cache")
     try:
         x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(np.float32)
         out = r.infer({r.inputs()[0].name: x})

@@ -1,6 +1,6 @@
 """fcn-bench reports: the JSON document (stable keys), a console table, Markdown and a PNG plot.
 
-JSON layout (``schema`` = "fcn-bench/1"; every key below is always present, values may be null)::
+JSON layout (``schema`` = "fcn-bench/2"; every key below is always present, values may be null)::
 
     schema, tool_version, created_utc, machine{cpu, cores, platform, python, numpy, load_avg},
     settings{warmup, iterations, duration_s, threads, seed, inputs, interleaved, settle_ms,
@@ -33,7 +33,9 @@ import numpy as np
 from fcn_deploy._util import atomic_path, atomic_write_text
 from fcn_deploy.benchmarks.stats import cv_warning, paired_speedup, speedup, summarize, summarize_optional, throughput
 
-SCHEMA = "fcn-bench/1"
+# /2: targets[].backend is the runtime's backend name (onnxruntime, tensorrt, ...; the target
+# names of fcn_deploy.backends); /1 reports said onnx, plan, ... there (the bench's old names).
+SCHEMA = "fcn-bench/2"
 TOP_KEYS = ("schema", "tool_version", "created_utc", "machine", "settings", "reference", "targets",
             "results", "peak_rss_mb", "warnings", "notes")
 MACHINE_KEYS = ("cpu", "cores", "platform", "python", "numpy", "load_avg")
@@ -100,7 +102,7 @@ def build_report(opened, series, config, *, peak_rss_mb: Optional[float] = None)
         for t in opened
     ]
     reference = targets[0]["label"] if targets else None
-    warnings: List[str] = []
+    warnings: List[str] = [f"{t.spec.label}: {t.hint}" for t in opened if getattr(t, "hint", None)]
     results = []
     by_shape: Dict[tuple, Dict[str, object]] = {}
     for s in series:

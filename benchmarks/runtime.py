@@ -68,7 +68,9 @@ def with_threads(path, backend: str, threads: Optional[int], options: dict) -> d
         return dict(options)
     from fcn_deploy import backends
 
-    name = backends.choose_backend(path, backend, options=tuple(options) + ("threads",), log_hint=False)
+    # An explicit backend needs no layout scan here (only auto's choice depends on the layout).
+    layout = None if backends.canonical_name(backend) == "auto" else (None, None)
+    name = backends.choose_backend(path, backend, options=tuple(options) + ("threads",), log_hint=False, layout=layout)
     if "threads" not in backends.runner_options(backends.runner_class(name)):
         return dict(options)
     return {**options, "threads": threads}
@@ -82,9 +84,10 @@ def open_segmenter(path, *, backend: str = "auto", threads: Optional[int] = None
     return Segmenter.load(path, backend, **with_threads(path, backend, threads, options))
 
 
-def open_runner(path, *, backend: str = "auto", threads: Optional[int] = None, **options):
+def open_runner(path, *, backend: str = "auto", threads: Optional[int] = None, log_hint: bool = True, **options):
     """:func:`fcn_deploy.backends.open_runner`, with the bench's ``threads`` where the backend
-    takes it; the Runner's ``.info`` is the model's ModelInfo."""
+    takes it; the Runner's ``.info`` is the model's ModelInfo. ``log_hint``: see
+    :func:`fcn_deploy.backends.open_loader`."""
     from fcn_deploy.backends import open_runner as _open
 
-    return _open(path, backend, **with_threads(path, backend, threads, options))
+    return _open(path, backend, log_hint=log_hint, **with_threads(path, backend, threads, options))

@@ -45,8 +45,6 @@ class Backend:
     name: str
     description: str
     opener: Opener
-    # What PATH must be: "checkpoint" (.pt), "onnx" (.onnx / IR), "plan" (TensorRT engine).
-    kind: str
     # Timed on a GPU (CUDA events; unverified on hardware).
     gpu: bool = False
 
@@ -56,14 +54,14 @@ _REGISTRY: Dict[str, Backend] = {}
 ALIASES: Dict[str, str] = {}
 
 
-def register_backend(name: str, opener: Opener, *, description: str, kind: str, gpu: bool = False,
+def register_backend(name: str, opener: Opener, *, description: str, gpu: bool = False,
                      replace: bool = False) -> None:
     """Add a backend to the registry (``name`` is what users write before the colon)."""
     if not name or ":" in name:
         raise ValueError(f"invalid backend name {name!r}")
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered")
-    _REGISTRY[name] = Backend(name=name, description=description, opener=opener, kind=kind, gpu=gpu)
+    _REGISTRY[name] = Backend(name=name, description=description, opener=opener, gpu=gpu)
 
 
 def backend_names() -> List[str]:
@@ -71,8 +69,10 @@ def backend_names() -> List[str]:
 
 
 def canonical_target(name: str) -> str:
-    """A registered name or alias -> the registered name (anything else unchanged)."""
-    return name if name in _REGISTRY else ALIASES.get(name, name)
+    """A registered name or alias, in any case and with spaces around (as the runtime's
+    ``canonical_name`` takes them) -> the registered name (anything else unchanged)."""
+    key = str(name).strip().lower()
+    return key if key in _REGISTRY else ALIASES.get(key, name)
 
 
 def get_backend(name: str) -> Backend:
@@ -105,6 +105,7 @@ class TargetSpec:
 def parse_target(text: str) -> TargetSpec:
     """Parse ``BACKEND:PATH``; an unknown backend or a missing colon is an FcnError."""
     backend, sep, path = text.partition(":")
+    backend = backend.strip()
     if not sep or not backend or not path:
         raise FcnError(
             f"compare target {text!r} is not BACKEND:PATH (e.g. onnx:fcn8s.onnx); "
@@ -158,6 +159,7 @@ class OpenedTarget:
     load_rss_mb: Optional[float] = None
     precision: Optional[str] = None
     device: Optional[str] = None
+    hint: Optional[str] = None  # the runtime's slow-file line for this pairing (slow_file_hint)
     extra: Dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -199,7 +201,19 @@ def open_target(spec: TargetSpec, *, threads: Optional[int] = None) -> OpenedTar
     out.info = getattr(runner, "info", None)
     out.device = str(getattr(runner, "device", "?"))
     out.precision = describe_precision(runner, out.info)
+    out.hint = slow_file_hint(runner, spec.path)
     return out
+
+
+def slow_file_hint(runner, path) -> Optional[str]:
+    """The runtime's slow-pairing line (fcn_deploy.backends.ort_cpu_hint: an fp16 or int8
+    TensorRT-layout file on onnxruntime's CPU provider) for a target, or None; the bench
+    measures such a pairing on purpose, so it goes into the report's warnings, once."""
+    if getattr(runner, "backend", None) != "onnxruntime" or getattr(runner, "device", None) != "CPUExecutionProvider":
+        return None
+    from fcn_deploy import backends
+
+    return backends.ort_cpu_hint(path)
 
 
 def describe_precision(runner, info) -> Optional[str]:
@@ -256,7 +270,6 @@ GPU_VARIANTS = {("torch", "cuda"), ("torch", "cuda-fp16"), ("onnxruntime", "cuda
 # The names earlier versions used.
 LEGACY_NAMES = {"onnx": "onnxruntime", "onnx-cpu": "onnxruntime", "onnx-cuda": "onnxruntime-cuda",
                 "onnx-trt": "onnxruntime-tensorrt", "onnx-throughput": "onnxruntime-throughput", "plan": "tensorrt"}
-KINDS = {".pt": "checkpoint", ".onnx": "onnx", ".plan": "plan"}
 
 
 def target_name(backend: str, variant: str = "") -> str:
@@ -269,9 +282,11 @@ def _runtime_opener(backend: str, **options):
     def open_(path, *, threads=None):
         from fcn_deploy.benchmarks import runtime
 
+        # No slow-file hint at load (it would scan the file inside load_ms and warn per
+        # target): open_target records it in the report after the load is timed.
         if "threads" in options:  # the variant fixes it (one thread per request)
-            return runtime.open_runner(path, backend=backend, **options)
-        return runtime.open_runner(path, backend=backend, threads=threads, **options)
+            return runtime.open_runner(path, backend=backend, log_hint=False, **options)
+        return runtime.open_runner(path, backend=backend, threads=threads, log_hint=False, **options)
 
     return open_
 
@@ -280,10 +295,9 @@ def _register_runtime_targets() -> None:
     from fcn_deploy import backends
 
     for backend in backends.BACKENDS:
-        kind = KINDS.get(backends.SUFFIXES[backend][0], "onnx")
         for variant, description, options in VARIANTS.get(backend, [("", f"{backend} backend", {})]):
             name = target_name(backend, variant)
-            register_backend(name, _runtime_opener(backend, **options), description=description, kind=kind,
+            register_backend(name, _runtime_opener(backend, **options), description=description,
                              gpu=(backend, variant) in GPU_VARIANTS)
             for alias, canonical in backends.ALIASES.items():
                 if canonical == backend:

@@ -330,32 +330,30 @@ def check_uint8_matches_float(uint8_path, float_path, info: ModelInfo, *, sizes,
     """The uint8-input file gives the float file's outputs on the same images (onnxruntime CPU):
     its pixels in, against the runtime's own float pre-processing (fcn_deploy.image.preprocess)
     into the float file. Labels must be identical and scores equal to float rounding; FcnError
-    otherwise."""
+    otherwise. Both run on verify's onnxruntime execution (:func:`verify.open_engine`)."""
     import numpy as np
-    import onnxruntime as ort
 
     from fcn_deploy.export.inputs import random_rgb
+    from fcn_deploy.export.verify import open_engine, run_engine
     from fcn_deploy.image import preprocess
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    a = ort.InferenceSession(str(uint8_path), so, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(float_path), so, providers=["CPUExecutionProvider"])
-    ftype = np.float16 if b.get_inputs()[0].type == "tensor(float16)" else np.float32
     n = static_batch or 2
-    for h, w in ([static_hw] if static_hw else sizes):
-        imgs = random_rgb(n, h, w, seed=11)
-        ya = a.run(None, {a.get_inputs()[0].name: np.ascontiguousarray(imgs)})[0]
-        yb = b.run(None, {b.get_inputs()[0].name: preprocess(list(imgs), info, dtype=ftype)})[0]
-        if ya.shape != yb.shape:
-            raise FcnError(f"uint8-input graph gives shape {ya.shape}, the float graph {yb.shape}")
-        if ya.dtype.kind in "iu":
-            same = np.array_equal(ya, yb)
-        else:
-            scale = float(np.abs(yb).max()) or 1.0
-            same = np.array_equal(ya.argmax(1), yb.argmax(1)) and float(np.abs(ya.astype(np.float64) - yb).max()) <= 1e-5 * scale
-        if not same:
-            raise FcnError(f"uint8-input graph differs from the float graph at {h}x{w} (nothing written)")
+    with open_engine(uint8_path) as a, open_engine(float_path) as b:
+        a_in, a_out = a.inputs()[0].name, a.outputs()[0].name
+        ftype = np.float16 if b.inputs()[0].dtype == "float16" else np.float32
+        for h, w in ([static_hw] if static_hw else sizes):
+            imgs = random_rgb(n, h, w, seed=11)
+            ya = a.infer({a_in: np.ascontiguousarray(imgs)})[a_out]  # pixels in, uint8 as they are
+            yb = run_engine(b, preprocess(list(imgs), info, dtype=ftype))
+            if ya.shape != yb.shape:
+                raise FcnError(f"uint8-input graph gives shape {ya.shape}, the float graph {yb.shape}")
+            if ya.dtype.kind in "iu":
+                same = np.array_equal(ya, yb)
+            else:
+                scale = float(np.abs(yb).max()) or 1.0
+                same = np.array_equal(ya.argmax(1), yb.argmax(1)) and float(np.abs(ya.astype(np.float64) - yb).max()) <= 1e-5 * scale
+            if not same:
+                raise FcnError(f"uint8-input graph differs from the float graph at {h}x{w} (nothing written)")
     log.info("uint8 input: outputs match the float graph's at %s", ", ".join(f"{h}x{w}" for h, w in ([static_hw] if static_hw else sizes)))
 
 

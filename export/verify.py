@@ -182,7 +182,10 @@ ENGINE_BACKENDS: Dict[str, Tuple[str, dict]] = {
 
 def open_engine(path, engine: str = "onnxruntime"):
     """The runtime Runner that executes ``path`` for verification (onnxruntime CPU, the ONNX
-    reference evaluator, or OpenVINO CPU at f32): ``fcn_deploy.backends.open_runner``."""
+    reference evaluator, or OpenVINO CPU at f32): ``fcn_deploy.backends.open_runner`` with the
+    backend named, so any file name is opened (``fcn-export m.pt out.bin``), without reading
+    fcn-deploy metadata (the caller has its ModelInfo, or none: a foreign ONNX) and without
+    the runtime's slow-file hint (the user is exporting that file on purpose)."""
     if engine not in ENGINE_BACKENDS:
         from fcn_deploy.errors import unknown_name
 
@@ -190,7 +193,7 @@ def open_engine(path, engine: str = "onnxruntime"):
     from fcn_deploy.backends import open_runner
 
     backend, options = ENGINE_BACKENDS[engine]
-    return open_runner(path, backend, **options)
+    return open_runner(path, backend, log_hint=False, read_info=False, **options)
 
 
 def run_engine(runner, x: np.ndarray) -> np.ndarray:

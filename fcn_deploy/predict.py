@@ -3,7 +3,10 @@
 ::
 
     fcn-predict --model fcn8s.onnx street.jpg more_images/ --out preds/ [--overlay] [--alpha 0.5]
-                [--labels-only] [--backend auto|onnxruntime|openvino|tensorrt] [--resize fit]
+                [--labels-only] [--backend NAME] [--resize fit]
+
+``--backend``: ``auto`` or a name of the runtime's backend registry (``fcn_deploy.backends``;
+``fcn-predict --help`` lists them), so any model file a backend runs can be given.
 
 For every input image ``X.ext`` it writes ``OUT/X.png``: a palette PNG whose pixel values are
 the class ids (viewable in any image viewer thanks to the palette). With ``--overlay`` also
@@ -44,7 +47,9 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     from fcn_deploy.cli_kit import add_backend, add_threads, cli_parser
 
-    p = cli_parser(prog="fcn-predict", description="Segment images with an exported FCN (.onnx or .plan).")
+    from fcn_deploy.backends import model_file_types
+
+    p = cli_parser(prog="fcn-predict", description=f"Segment images with an FCN model ({model_file_types()}).")
     p.add_argument("--model", required=True, help="model file: .onnx (onnxruntime/OpenVINO) or .plan (TensorRT, with its .plan.json)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files and/or folders (searched recursively); or one video file, URL, camera or image sequence")

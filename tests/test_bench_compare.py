@@ -51,7 +51,7 @@ def test_json_has_the_documented_keys(models, tmp_path):
     report.write_json(rep, path)
     doc = json.loads(path.read_text())
     assert set(doc) == TOP
-    assert doc["schema"] == "fcn-bench/1"
+    assert doc["schema"] == "fcn-bench/2"
     assert set(doc["machine"]) == MACHINE
     assert set(doc["settings"]) == SETTINGS
     assert doc["settings"]["interleaved"] is True
@@ -193,6 +193,17 @@ def test_parse_target_and_unknown_backend():
         parse_target("m.onnx")
     labels = [s.label for s in targets.unique_labels([t, t, t])]
     assert labels == ["onnx:dir/m.onnx", "onnx:dir/m.onnx#2", "onnx:dir/m.onnx#3"]
+    # any case, spaces around, as the runtime's canonical_name takes them
+    assert parse_target("ORT:m.onnx").backend == "onnxruntime" and parse_target(" OpenVINO-BF16 :m").backend == "openvino-bf16"
+    assert targets.canonical_target("Plan") == "tensorrt"
+
+
+def test_single_model_targets_are_named_as_the_runtime_names_them():
+    from fcn_deploy.benchmarks.bench import single_spec
+
+    assert single_spec(plan="m.plan") == TargetSpec("tensorrt", "m.plan", "tensorrt:m.plan")
+    assert single_spec(onnx="m.onnx").label == "onnxruntime:m.onnx"
+    assert single_spec(onnx="m.onnx", provider="trt").label == "onnxruntime-tensorrt:m.onnx"
 
 
 def test_target_names_are_the_runtimes_with_the_old_ones_as_aliases():

@@ -160,3 +160,25 @@ def test_runner_behaviour_contract(name, tiny, request):
     r.close()  # closing twice is harmless
     with pytest.raises(FcnError, match="closed"):
         r.infer({"input": x})
+
+
+def test_torch_errors_are_one_line_and_an_explicit_torch_opens_any_suffix(checkpoint, tmp_path):
+    """The model's own RuntimeError becomes one FcnError line, like the other backends'; a
+    named backend opens a file whose suffix is no other backend's (auto goes by the suffix),
+    and so does the bench's ``torch:`` target."""
+    from fcn_deploy.benchmarks.targets import open_target, parse_target
+
+    other = tmp_path / "model.bin"
+    other.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(FcnError, match="unknown model file type .bin"):
+        backends.open_runner(other)
+    with backends.open_runner(other, "torch") as r:
+        assert r.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})["logits"].shape == (1, 5, 8, 8)
+        with pytest.raises(FcnError) as e:
+            r.infer({"input": np.zeros((1, 3, 0, 5), np.float32)})
+    assert str(e.value).startswith("PyTorch failed on input (1, 3, 0, 5): ") and "\n" not in str(e.value)
+    target = open_target(parse_target(f"TORCH:{other}"))
+    try:
+        assert target.error is None and target.runner.backend == "torch"
+    finally:
+        target.close()

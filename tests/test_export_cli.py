@@ -38,11 +38,12 @@ def _one_line_error(capsys, *fragments):
     return err
 
 
-def test_export_then_verify(tmp_path, ckpt, capsys):
-    out = tmp_path / "m.onnx"
+def test_export_then_verify(tmp_path, ckpt, capsys, caplog):
+    out = tmp_path / "m.bin"  # any output name: a warning, and the file verified and written
     assert export_main([str(ckpt / "model.pt"), str(out), "--verify-sizes", "41x59"]) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and " s, parity verified" in text and "TensorRT-ready" in text
+    assert any("does not end in .onnx" in r.getMessage() for r in caplog.records)
     report = tmp_path / "r.json"
     assert verify_main([str(ckpt / "model.pt"), str(out), "--sizes", "33x47,40x64", "--batch", "3", "--json", str(report)]) == 0
     printed = capsys.readouterr().out

@@ -123,7 +123,8 @@ def test_every_stage_opens_through_open_runner(tiny, monkeypatch):
     runtime.open_runner(tiny[0], backend="onnxruntime", threads=3).close()
     assert verify.run_onnx(tiny[0], np.zeros((1, 3, 4, 4), np.float32)).shape == (1, 4, 4, 4)
     assert calls == [("onnxruntime", {"threads": 1}), ("onnxruntime", {"threads": 2}),
-                     ("onnxruntime", {"threads": 3}), ("onnxruntime", {"providers": ("cpu",)})]
+                     ("onnxruntime", {"log_hint": True, "threads": 3}),
+                     ("onnxruntime", {"log_hint": False, "read_info": False, "providers": ("cpu",)})]
 
 
 def test_the_bench_drops_threads_where_the_backend_has_none(tmp_path):

@@ -284,3 +284,58 @@ def test_one_engine_shared_by_two_runners_on_the_standin(monkeypatch, tiny, tmp_
     assert [w for w, _ in cuda.released] == ["context", "engine", "runtime"] + ["event"] * 4 + ["stream"]
     with pytest.raises(FcnError, match="closed"):
         b_.infer({"input": x})
+
+
+def test_engine_released_before_its_borrowing_runner(monkeypatch, tiny, tmp_path):
+    """Releasing the engine first: the runner over it says "closed" (one FcnError line), and
+    the runner's device buffers are freed with the engine's context (none left once it is
+    closed; the stand-in frees only with a context current). Unverified on hardware."""
+    _, info, W, b = tiny
+    trt, cuda, plan = _build(monkeypatch, tiny, tmp_path)
+    from fcn_deploy import backends
+
+    loader = backends.open_loader(plan, "tensorrt")
+    engine = loader()
+    runner = loader.runner(engine)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    runner.infer({"input": x})
+    assert cuda._mem  # the runner's input and output buffers
+    loader.release(engine)
+    assert not cuda._mem and not trt.order_violations
+    with pytest.raises(FcnError, match="closed") as e:
+        runner.infer({"input": x})
+    assert "\n" not in str(e.value)
+    runner.close()
+    assert not cuda._mem
+
+
+def test_reload_then_close_releases_both_engines(monkeypatch, tiny, tmp_path):
+    """The documented reload (``loader.runner()`` owns what it opens): closing the old and the
+    new runner releases both engines and their CUDA contexts (stand-ins; unverified on hardware)."""
+    trt, cuda, plan = _build(monkeypatch, tiny, tmp_path)
+    from fcn_deploy import backends
+
+    loader = backends.open_loader(plan, "tensorrt")
+    old = loader.runner()
+    new = loader.runner()
+    handed = loader.runner(loader(), owns=True)
+    engines = [old._engine, new._engine, handed._engine]
+    assert len({id(e) for e in engines}) == 3
+    for r in (old, new, handed):
+        r.infer({"input": np.zeros((1, 3, 16, 16), np.float32)})
+        r.close()
+    assert all(e.closed for e in engines) and not cuda._mem
+    assert [w for w, _ in cuda.released].count("engine") == 3
+
+
+def test_warmup_runs_at_the_profile_minimum(monkeypatch, tiny, tmp_path):
+    trt, cuda, plan = _build(monkeypatch, tiny, tmp_path)
+    from fcn_deploy.backends.tensorrt import TrtRunner
+
+    calls = []
+    real = TrtRunner._infer
+    monkeypatch.setattr(TrtRunner, "_infer", lambda self, feeds: (calls.append(
+        {k: v.shape for k, v in feeds.items()}), real(self, feeds))[1])
+    with fcn_deploy.backends.open_runner(plan) as r:
+        r.warmup(runs=2, hw=(8, 8))
+    assert calls == [{"input": (1, 3, 16, 16)}] * 2

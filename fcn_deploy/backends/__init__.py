@@ -51,7 +51,7 @@ BACKENDS: Dict[str, str] = {
     "onnxruntime": "fcn_deploy.backends.ort:OrtRunner",
     "openvino": "fcn_deploy.backends.openvino:OpenVinoRunner",
     "tensorrt": "fcn_deploy.backends.tensorrt:TrtRunner",
-    "torch": "fcn_deploy.benchmarks.torch_runner:TorchRunner",
+    "torch": "fcn_deploy.backends.torch:TorchRunner",
     "reference": "fcn_deploy.backends.reference:ReferenceRunner",
 }
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch", "onnx-reference": "reference"}
@@ -83,6 +83,15 @@ def not_installed(name: str, library: Optional[str] = None) -> FcnError:
 
 def backend_names() -> list:
     return sorted(BACKENDS)
+
+
+def model_file_types() -> str:
+    """The model files the registry runs, for help texts: ``".onnx (onnxruntime, openvino,
+    reference), .plan/.engine (tensorrt), .pt/.pth (torch)"``."""
+    by_suffixes: Dict[Tuple[str, ...], List[str]] = {}
+    for name in BACKENDS:
+        by_suffixes.setdefault(SUFFIXES[name], []).append(name)
+    return ", ".join(f"{'/'.join(s)} ({', '.join(names)})" for s, names in by_suffixes.items())
 
 
 def canonical_name(name: str) -> str:
@@ -156,18 +165,21 @@ def choose_backend(
             log.setLevel(level)
     suffix = Path(str(path)).suffix.lower()
     known = sorted({x for xs in SUFFIXES.values() for x in xs})
-    if suffix not in known:
-        raise FcnError(f"{path}: unknown model file type {suffix or '(none)'}; expected one of {', '.join(known)}")
     want = canonical_name(requested)
-    if want != "auto" and suffix not in SUFFIXES[want]:
+    # ``auto`` goes by the suffix; an explicit backend opens any file whose suffix is no other
+    # backend's (``fcn-export m.pt out.bin`` verifies out.bin; ``torch:model.bin`` in the bench).
+    if suffix not in known and want == "auto":
+        raise FcnError(f"{path}: unknown model file type {suffix or '(none)'}; expected one of {', '.join(known)} "
+                       "(or name the backend)")
+    if want != "auto" and suffix in known and suffix not in SUFFIXES[want]:
         kind = {".plan": "a TensorRT plan", ".engine": "a TensorRT plan", ".pt": "a PyTorch checkpoint",
                 ".pth": "a PyTorch checkpoint"}.get(suffix, "an ONNX model")
         runs_on = [n for n in BACKENDS if suffix in SUFFIXES[n]]
         hint = ": build a TensorRT plan with fcn-build" if want == "tensorrt" else ""
         raise FcnError(f"{path} is {kind}: it runs only on backend {' or '.join(map(repr, runs_on))}, not {want!r}{hint}")
-    if suffix in (".plan", ".engine"):
+    if suffix in SUFFIXES["tensorrt"] or want == "tensorrt":
         return "tensorrt"
-    if suffix in SUFFIXES["torch"]:
+    if suffix in SUFFIXES["torch"] or want == "torch":
         if not is_installed(LIBRARIES["torch"]):
             raise FcnError(f"{path} is a PyTorch checkpoint: running it needs torch, which is not installed "
                            f"({INSTALL_HINTS['torch']}); or export it with fcn-export and run the .onnx")
@@ -341,27 +353,37 @@ def check_options(cls, options, backend: str) -> None:
         raise FcnError(f"backend {backend!r} does not take option(s) {', '.join(bad)}; it takes: {', '.join(allowed) or 'none'}")
 
 
-def open_loader(path, backend: str = "auto", **options):
+def open_loader(path, backend: str = "auto", *, log_hint: bool = True, **options):
     """The Loader for ``path`` on ``backend`` (``auto`` resolved by :func:`choose_backend`,
     the options checked against the backend); it opens nothing until called. For a server:
-    ``loader = open_loader(p); model = loader(); runners = [loader.runner(model) ...]``."""
+    ``loader = open_loader(p); model = loader(); runners = [loader.runner(model) ...]``.
+
+    ``log_hint=False``: no slow-pairing line (:func:`ort_cpu_hint`) and no layout scan for
+    it (export verification, which runs a file it is writing on purpose; a bench that reports
+    the layout itself)."""
     path = Path(path)
     if not path.exists():
         raise FcnError(f"{path}: no such file")
-    name = choose_backend(path, backend, options=tuple(options))
+    # Without the hint the layout only matters to auto's switch to openvino.
+    layout = None if log_hint or canonical_name(backend) == "auto" else (None, None)
+    name = choose_backend(path, backend, options=tuple(options), log_hint=log_hint, layout=layout)
     cls = runner_class(name)
     check_options(cls, options, name)
     return cls.loader_class(path, **options)
 
 
-def open_runner(path, backend: str = "auto", **options):
+def open_runner(path, backend: str = "auto", *, log_hint: bool = True, read_info: bool = True, **options):
     """Open ``path`` on ``backend`` ("auto", a name of :data:`BACKENDS` or an alias) with the
     backend's options: the one way every stage opens a model file.
 
     Returns a Runner that owns what it opened, with its :meth:`~base.Runner.model_info` read
     (``runner.info``); when that fails (an ONNX without fcn-deploy metadata, a broken sidecar)
-    the runner is closed and the FcnError raised."""
-    runner = open_loader(path, backend, **options).runner()
+    the runner is closed and the FcnError raised. ``read_info=False`` skips that (a file
+    that need not carry fcn-deploy metadata: export verification); ``log_hint``: see
+    :func:`open_loader`."""
+    runner = open_loader(path, backend, log_hint=log_hint, **options).runner()
+    if not read_info:
+        return runner
     try:
         runner.info
     except BaseException:

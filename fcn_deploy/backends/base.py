@@ -5,8 +5,9 @@ runner such as ``OnnxrtRunner(session)``):
 
 - a :class:`Loader`: built from a file and the backend's options (it checks them and opens
   nothing); calling it opens the library object: the onnxruntime ``InferenceSession``, the
-  OpenVINO ``CompiledModel``, the TensorRT engine and execution context, the PyTorch module.
-  Every call opens a new one, so a second call is a reload;
+  OpenVINO ``CompiledModel``, the TensorRT engine and execution context, the PyTorch module
+  (with what the runner needs besides, e.g. the file's metadata as loaded, where the library
+  object does not carry it). Every call opens a new one, so a second call is a reload;
 - a :class:`Runner` over one opened object: tensor specs, ``model_info``, ``infer``.
 
 Opening once and sharing (what a server does: load, warm up, swap in a reload)::
@@ -14,7 +15,12 @@ Opening once and sharing (what a server does: load, warm up, swap in a reload)::
     loader = SessionFromOnnx("fcn8s.onnx", providers=["cpu"])
     session = loader()                        # the expensive part, once
     a, b = loader.runner(session), loader.runner(session)   # share it; closing a or b leaves it open
-    fresh = loader.runner(loader())           # a reload, for a new file at the same path
+    fresh = loader.runner()                   # a reload (a new file at the same path), owned by
+                                              # ``fresh``: fresh.close() frees it
+    a.close(); b.close(); loader.release(session)           # the old one goes back
+
+(``loader.runner(obj, owns=True)`` hands an object opened earlier to the runner, which then
+releases it on close; without ``owns`` a runner over a given object only borrows it.)
 
 The usual way, one runner that owns what it opened (``OrtRunner(path, **options)`` is
 ``OrtRunner`` over ``SessionFromOnnx(path, **options)()``)::
@@ -25,12 +31,14 @@ The usual way, one runner that owns what it opened (``OrtRunner(path, **options)
         print(r.last_timing, r.info)          # Timing of that call, the model's ModelInfo
 
 ``infer`` takes NCHW float32 (or what the model's input dtype is) and returns numpy arrays
-on the host. Runners record their own timing: ``compute_ms`` always; ``h2d_ms``/``d2h_ms``
-where the backend can separate transfers (TensorRT), else None.
+on the host. ``Runner.infer_timed`` times every call (``total_ms``); a backend's ``_infer``
+reports only what it can separate: ``compute_ms`` and ``h2d_ms``/``d2h_ms`` (TensorRT, CUDA
+torch); where it cannot, ``compute_ms`` is the total and the transfers are None.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -40,7 +48,8 @@ import numpy as np
 
 @dataclass
 class Timing:
-    total_ms: float
+    # Set by Runner.infer_timed (the whole call); a backend's _infer leaves it None.
+    total_ms: Optional[float] = None
     compute_ms: Optional[float] = None
     h2d_ms: Optional[float] = None
     d2h_ms: Optional[float] = None
@@ -73,12 +82,15 @@ class Loader:
         """Free what :meth:`__call__` returned (default: nothing; the library frees it with its
         last reference)."""
 
-    def runner(self, loaded=None) -> "Runner":
-        """A runner over ``loaded`` (shared: closing the runner leaves it open), or, without
-        one, over a fresh load that the runner owns and closes."""
-        if loaded is not None:
-            return self.runner_class._over(self, loaded, owns=False)
-        return self.runner_class._over(self, self(), owns=True)
+    def runner(self, loaded=None, *, owns: Optional[bool] = None) -> "Runner":
+        """A runner over ``loaded`` (borrowed: closing the runner leaves it open, unless
+        ``owns=True`` hands it over), or, without one, over a fresh load (a reload) that the
+        runner owns and releases when it is closed."""
+        if loaded is None:
+            if owns is False:
+                raise TypeError("a runner over a fresh load owns it: owns=False needs an object")
+            return self.runner_class._over(self, self(), owns=True)
+        return self.runner_class._over(self, loaded, owns=bool(owns))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -98,6 +110,8 @@ class Runner:
     def __init__(self, path=None, **options):
         self.last_timing: Optional[Timing] = None
         self._owned = None
+        if path is None and options:
+            raise TypeError(f"{type(self).__name__}: options {', '.join(sorted(options))} without a model path")
         if path is not None:
             if self.loader_class is None:
                 raise TypeError(f"{type(self).__name__} opens no files")
@@ -117,9 +131,11 @@ class Runner:
         try:
             self._bind(loader, loaded)
         except BaseException:
-            self._close()
-            if owns:
-                loader.release(loaded)
+            try:
+                self._close()
+            finally:
+                if owns:
+                    loader.release(loaded)
             raise
         if owns:
             self._owned = loaded
@@ -152,18 +168,26 @@ class Runner:
     def profile(self) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
         return None
 
-    # Inference: subclasses implement ``_infer`` (outputs and the call's Timing); ``infer`` and
-    # ``infer_timed`` are the template every caller uses.
-    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    # Inference: subclasses implement ``_infer`` (outputs, and a Timing with what the backend
+    # can separate: compute/h2d/d2h, or None); ``infer`` and ``infer_timed`` are the template
+    # every caller uses, and the one place ``total_ms`` is measured.
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Optional[Timing]]:
         raise NotImplementedError
 
     def infer_timed(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
         """Outputs and this call's Timing together (thread-safe, unlike ``last_timing``)."""
-        return self._infer(feeds)
+        t0 = time.perf_counter()
+        out, timing = self._infer(feeds)
+        total = (time.perf_counter() - t0) * 1e3
+        timing = timing if timing is not None else Timing()
+        timing.total_ms = total
+        if timing.compute_ms is None:  # the backend cannot separate transfers from compute
+            timing.compute_ms = total
+        return out, timing
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Outputs only; this call's Timing is left in ``last_timing``."""
-        out, self.last_timing = self._infer(feeds)
+        out, self.last_timing = self.infer_timed(feeds)
         return out
 
     def warmup(self, runs: int = 1, hw: Tuple[int, int] = (64, 64)) -> None:
@@ -188,10 +212,12 @@ class Runner:
         pass
 
     def close(self) -> None:
-        self._close()
         owned, self._owned = getattr(self, "_owned", None), None
-        if owned is not None:
-            self.loader.release(owned)
+        try:
+            self._close()
+        finally:
+            if owned is not None:
+                self.loader.release(owned)
 
     def __enter__(self):
         return self

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -65,9 +65,19 @@ def _dims(partial_shape) -> Tuple[object, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class OvModel:
+    """What :class:`CompiledModelFromOnnx` opens: the ``CompiledModel`` and the file's
+    metadata as it was when compiled (a runner over it never re-reads the file, which may
+    have been replaced or removed since)."""
+
+    compiled: object
+    metadata: Dict[str, str]
+
+
 class CompiledModelFromOnnx(Loader):
     """Reads an ONNX file with OpenVINO and compiles it for ``device``; calling it returns a
-    new ``CompiledModel``. The options are checked when the loader is built."""
+    new :class:`OvModel`. The options are checked when the loader is built."""
 
     def __init__(
         self,
@@ -90,7 +100,7 @@ class CompiledModelFromOnnx(Loader):
             import openvino as ov
         except ImportError:
             raise not_installed("openvino") from None
-        read_onnx_header(self.path)  # validates the file before OpenVINO sees it
+        header = read_onnx_header(self.path)  # validates the file before OpenVINO sees it
         core = ov.Core()
         try:
             compiled = core.compile_model(core.read_model(str(self.path)), self.device, self.config)
@@ -101,7 +111,7 @@ class CompiledModelFromOnnx(Loader):
             log.warning("OpenVINO: precision %s requested, the CPU runs %s", self.precision, running)
         log.info("openvino %s: %s on %s, precision %s, hint %s", ov.__version__, self.path.name, self.device,
                  running, hint)
-        return compiled
+        return OvModel(compiled, dict(header.metadata))
 
 
 def compiled_precision(compiled) -> Tuple[str, str]:
@@ -123,14 +133,14 @@ def _spec(port) -> TensorSpec:
 class OpenVinoRunner(OnnxFileRunner):
     """One compiled model: ``OpenVinoRunner(path, **options)`` opens it with
     :class:`CompiledModelFromOnnx` (the options are that loader's);
-    ``CompiledModelFromOnnx(...).runner(compiled)`` shares an opened one."""
+    ``CompiledModelFromOnnx(...).runner(model)`` shares an opened :class:`OvModel`."""
 
     backend = "openvino"
     loader_class = CompiledModelFromOnnx
 
-    def _bind(self, loader: Loader, compiled) -> None:
-        self.compiled = compiled
-        self._metadata = dict(read_onnx_header(loader.path).metadata)
+    def _bind(self, loader: Loader, model: OvModel) -> None:
+        compiled = self.compiled = model.compiled
+        self._metadata = dict(model.metadata)
         self.device = f"OpenVINO {getattr(loader, 'device', 'CPU')}"
         self.precision, self.performance = compiled_precision(compiled)
         self._inputs = [_spec(port) for port in compiled.inputs]
@@ -140,7 +150,7 @@ class OpenVinoRunner(OnnxFileRunner):
     def metadata(self) -> Dict[str, str]:
         return dict(self._metadata)
 
-    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Optional[Timing]]:
         compiled = self.compiled
         if compiled is None:
             raise FcnError(f"{self.path.name}: the OpenVINO runner is closed")
@@ -149,17 +159,15 @@ class OpenVinoRunner(OnnxFileRunner):
         except queue.Empty:
             request = compiled.create_infer_request()
         try:
-            t0 = time.perf_counter()
             try:
                 request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
             except Exception as e:
                 raise FcnError(f"OpenVINO failed on input {[v.shape for v in feeds.values()]}: {first_line(e)}") from None
             # Copies: the request's output tensors are reused by the next call.
             outs = {spec.name: np.array(request.get_output_tensor(i).data, copy=True) for i, spec in enumerate(self._outputs)}
-            ms = (time.perf_counter() - t0) * 1e3
         finally:
             self._pool.put(request)
-        return outs, Timing(total_ms=ms, compute_ms=ms)
+        return outs, None  # compute = the call (Runner.infer_timed)
 
     def _close(self) -> None:
         self.compiled = None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -259,17 +258,15 @@ class OrtRunner(OnnxFileRunner):
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     # -- Runner protocol (inputs/outputs/model_info: OnnxFileRunner) ---------------------------
-    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Optional[Timing]]:
         session = self.session
         if session is None:
             raise FcnError(f"{self.path.name}: the onnxruntime runner is closed")
-        t0 = time.perf_counter()
         try:
             outs = session.run(self._output_names, feeds)
         except Exception as e:
             raise FcnError(f"onnxruntime failed on input {_shapes(feeds)}: {first_line(e)}") from None
-        ms = (time.perf_counter() - t0) * 1e3
-        return dict(zip(self._output_names, outs)), Timing(total_ms=ms, compute_ms=ms)
+        return dict(zip(self._output_names, outs)), None  # compute = the call (Runner.infer_timed)
 
     def _close(self) -> None:
         self.session = None

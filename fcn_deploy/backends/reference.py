@@ -9,8 +9,8 @@ Thread safety: the evaluator keeps state while it runs, so calls take turns unde
 from __future__ import annotations
 
 import threading
-import time
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -19,8 +19,18 @@ from fcn_deploy.errors import FcnError, first_line
 from fcn_deploy.onnx_info import read_onnx_header
 
 
+@dataclass(frozen=True)
+class ReferenceModel:
+    """What :class:`EvaluatorFromOnnx` opens: the evaluator and the file's header (tensors,
+    metadata) as it was when loaded; a runner over it never re-reads the file."""
+
+    evaluator: object
+    header: object  # fcn_deploy.onnx_info.OnnxHeader
+
+
 class EvaluatorFromOnnx(Loader):
-    """Loads an ONNX file into a ``ReferenceEvaluator``; calling it returns a new one."""
+    """Loads an ONNX file into a ``ReferenceEvaluator``; calling it returns a new
+    :class:`ReferenceModel`."""
 
     def __init__(self, path):
         super().__init__(path)
@@ -33,9 +43,9 @@ class EvaluatorFromOnnx(Loader):
             from onnx.reference import ReferenceEvaluator
         except ImportError:
             raise not_installed("reference", "onnx") from None
-        read_onnx_header(self.path)  # a missing, empty or foreign file: one line before onnx sees it
+        header = read_onnx_header(self.path)  # a missing, empty or foreign file: one line before onnx sees it
         try:
-            return ReferenceEvaluator(onnx.load(str(self.path)))
+            return ReferenceModel(ReferenceEvaluator(onnx.load(str(self.path))), header)
         except Exception as e:
             raise FcnError(f"{self.path}: the ONNX reference evaluator cannot load this model ({first_line(e)})") from None
 
@@ -47,9 +57,9 @@ class ReferenceRunner(OnnxFileRunner):
     device = "onnx.reference (numpy, CPU)"
     loader_class = EvaluatorFromOnnx
 
-    def _bind(self, loader: Loader, evaluator) -> None:
-        header = read_onnx_header(loader.path)
-        self._evaluator = evaluator
+    def _bind(self, loader: Loader, model: ReferenceModel) -> None:
+        header = model.header
+        self._evaluator = model.evaluator
         self._metadata = dict(header.metadata)
         self._inputs = [TensorSpec(t.name, t.dtype, tuple(d if isinstance(d, int) and d > 0 else None for d in t.shape))
                         for t in header.inputs]
@@ -60,20 +70,18 @@ class ReferenceRunner(OnnxFileRunner):
     def metadata(self) -> Dict[str, str]:
         return dict(self._metadata)
 
-    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Timing]:
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Optional[Timing]]:
         evaluator = self._evaluator
         if evaluator is None:
             raise FcnError(f"{self.path.name}: the reference runner is closed")
         names = [o.name for o in self._outputs]
-        t0 = time.perf_counter()
         try:
             with self._lock:
                 outs = evaluator.run(names, feeds)
         except Exception as e:
             shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in feeds.items())
             raise FcnError(f"the ONNX reference evaluator failed on input {shapes}: {first_line(e)}") from None
-        ms = (time.perf_counter() - t0) * 1e3
-        return {n: np.asarray(o) for n, o in zip(names, outs)}, Timing(total_ms=ms, compute_ms=ms)
+        return {n: np.asarray(o) for n, o in zip(names, outs)}, None  # compute = the call (Runner.infer_timed)
 
     def _close(self) -> None:
         self._evaluator = None

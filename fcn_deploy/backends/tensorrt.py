@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -182,6 +181,9 @@ class TrtEngine:
         self.path, self.sidecar, self.trt, self.cuda = path, sidecar, trt, cuda
         self.lock = threading.Lock()
         self.runtime = self.engine = self.context = None
+        # The device buffers of the runners over this engine (id(runner) -> their buffers):
+        # released first, close() frees what those runners have not.
+        self.runner_buffers: Dict[int, dict] = {}
         self.device = f"TensorRT {trt.__version__} on {cuda.name}"
 
     def open(self, trt) -> None:
@@ -226,8 +228,9 @@ class TrtEngine:
         return self.cuda is None
 
     def close(self) -> None:
-        """Execution context, engine and runtime go with the CUDA context current, in that
-        order; then the device's stream, events and primary context (CudaDevice.close)."""
+        """The buffers of runners still open over it, execution context, engine and runtime go
+        with the CUDA context current, in that order; then the device's stream, events and
+        primary context (CudaDevice.close). Those runners then say "closed"."""
         cuda, self.cuda = self.cuda, None
         if cuda is None:
             return
@@ -235,6 +238,10 @@ class TrtEngine:
             try:
                 if cuda._ctx is not None:
                     with cuda.active():
+                        for buffers in self.runner_buffers.values():
+                            for buf in buffers.values():
+                                buf.free()
+                        self.runner_buffers.clear()
                         self.context = None
                         self.engine = None
                         self.runtime = None
@@ -291,8 +298,12 @@ class TrtRunner(Runner):
         self._input_name, self._output_names = engine.input_name, engine.output_names
         self._all_outputs = engine.all_outputs
         self._dtypes, self._static_shapes, self._profile = engine.dtypes, engine.static_shapes, engine.profile
-        with engine.cuda.active():
-            self._buffers = {n: cuda_buffers.HostDeviceBuffer(d) for n, d in self._dtypes.items()}
+        with engine.lock:
+            if engine.closed:
+                raise FcnError(f"{engine.path.name}: the TensorRT engine was released")
+            with engine.cuda.active():
+                self._buffers = {n: cuda_buffers.HostDeviceBuffer(d) for n, d in self._dtypes.items()}
+            engine.runner_buffers[id(self)] = self._buffers
 
     # -- metadata ------------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
@@ -322,9 +333,10 @@ class TrtRunner(Runner):
         if x.dtype != want:
             raise FcnError(f"engine input {self._input_name!r} is {want.name}, got {x.dtype.name}")
         cuda = self._cuda
-        t0 = time.perf_counter()
         engine = self._engine
         with engine.lock, cuda.active():
+            if engine.closed:  # released by another thread since the check above
+                raise FcnError(f"{self.path.name}: the TensorRT runner is closed (its engine was released)")
             ctx = engine.context
             if not ctx.set_input_shape(self._input_name, tuple(int(d) for d in x.shape)):
                 raise FcnError(f"TensorRT refused input shape {format_shape(x.shape)} (profile {self._profile.describe()})")
@@ -359,7 +371,6 @@ class TrtRunner(Runner):
                 raise FcnError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
             outs = {n: np.array(self._buffers[n].host_view(out_shapes[n]), copy=True) for n in self._output_names}
             timing = Timing(
-                total_ms=(time.perf_counter() - t0) * 1e3,
                 h2d_ms=cuda.elapsed_ms(0, 1),
                 compute_ms=cuda.elapsed_ms(1, 2),
                 d2h_ms=cuda.elapsed_ms(2, 3),
@@ -371,14 +382,17 @@ class TrtRunner(Runner):
         goes back to its loader when this runner opened it (Runner.close)."""
         engine, self._cuda = getattr(self, "_engine", None), None
         buffers, self._buffers = getattr(self, "_buffers", {}), {}
-        if engine is None or not buffers:
+        if engine is None:
             return
         with engine.lock:
+            engine.runner_buffers.pop(id(self), None)
             cuda = engine.cuda
-            if cuda is not None and cuda._ctx is not None:
+            if buffers and cuda is not None and cuda._ctx is not None:
                 with cuda.active():
                     for buf in buffers.values():
                         buf.free()
+            # else the engine was released first: TrtEngine.close freed these buffers with
+            # its context current, and only the references go (with ``buffers``).
 
 
 EngineFromPlan.runner_class = TrtRunner
