@@ -389,7 +389,7 @@ def verify_onnx(
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fcn_deploy.cli_kit import cli_parser, hw_list_type
+    from fcn_deploy.cli_kit import add_backend, cli_parser, hw_list_type
 
     p = cli_parser(
         prog="fcn-verify",
@@ -403,8 +403,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated HxW sizes (default: " + ",".join(f"{h}x{w}" for h, w in DEFAULT_SIZES) + ")")
     p.add_argument("--batch", type=int, default=2, help="batch size besides 1 (default: %(default)s)")
     # "engine" is a TensorRT plan elsewhere: the executor is --backend here (--engine kept as the old spelling).
-    p.add_argument("--backend", "--engine", dest="engine", choices=ENGINES, default="onnxruntime",
-                   help="CPU execution of the ONNX (default: %(default)s; old spelling --engine)")
+    add_backend(p, names=ENGINES, auto=False, default="onnxruntime", aliases=("--engine",), dest="engine",
+                help="CPU execution of the ONNX (old spelling --engine)")
     p.add_argument("--max-rel-l2", type=float, help="override the relative-L2 tolerance")
     p.add_argument("--min-agreement", type=float, help="override the label-agreement tolerance (0..1)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")

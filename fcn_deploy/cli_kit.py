@@ -176,9 +176,10 @@ def _default_note(default) -> str:
 
 
 def add_backend(p, *, default: Optional[str] = "auto", auto: bool = True, names: Optional[Iterable[str]] = None,
-                help: str = "runtime backend") -> None:
+                help: str = "runtime backend", aliases: Sequence[str] = (), dest: str = "backend") -> None:
     """``--backend NAME``: a name (or alias, any case) of fcn_deploy.backends' registry, stored as
-    its canonical name; ``auto`` too when ``auto``. ``names`` narrows to a subset of the registry."""
+    its canonical name; ``auto`` too when ``auto``. ``names`` narrows to a subset of the registry;
+    ``aliases``: old spellings of the flag."""
     from fcn_deploy import backends
 
     allowed = list(names) if names is not None else backends.backend_names()
@@ -193,7 +194,7 @@ def add_backend(p, *, default: Optional[str] = "auto", auto: bool = True, names:
             raise FcnError(f"backend {text!r} is not offered here; valid: {', '.join(valid)}")
         return name
 
-    p.add_argument("--backend", type=_argtype(backend, "backend"), default=default, metavar="NAME",
+    p.add_argument("--backend", *aliases, dest=dest, type=_argtype(backend, "backend"), default=default, metavar="NAME",
                    help=f"{help}: {' | '.join(valid)}" + _default_note(default))
 
 

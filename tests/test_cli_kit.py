@@ -305,6 +305,10 @@ def test_verify_engine_is_the_old_spelling_of_backend():
 
     assert _parse(verify, ["c.pt", "m.onnx", "--engine", "reference"]).engine == "reference"
     assert _parse(verify, ["c.pt", "m.onnx", "--backend", "reference"]).engine == "reference"
+    # the registry's aliases, as on every other --backend; only the CPU engines verify offers
+    assert _parse(verify, ["c.pt", "m.onnx", "--backend", "OV"]).engine == "openvino"
+    with pytest.raises(FcnError, match="not offered here"):
+        _parse(verify, ["c.pt", "m.onnx", "--backend", "trt"])
 
 
 def test_legacy_argv_leaves_the_new_spelling_alone():
