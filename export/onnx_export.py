@@ -150,9 +150,32 @@ def _check_output_path(output: Path) -> None:
         log.warning("output %s does not end in .onnx", output)
 
 
+# Models whose weights stay under this are exported into memory (one protobuf, no file written and
+# read back: a VGG16 FCN is 538 MB); bigger ones go through a file (protobuf's 2 GB limit).
+IN_MEMORY_EXPORT_BYTES = 1 << 30
+
+
+def torch_to_proto(model, work_dir, **options):
+    """:func:`torch_to_onnx` returning the ModelProto: in memory when the weights are under
+    :data:`IN_MEMORY_EXPORT_BYTES`, else through ``work_dir/raw.onnx``."""
+    import io
+
+    import onnx
+
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if weight_bytes < IN_MEMORY_EXPORT_BYTES:
+        buf = io.BytesIO()
+        torch_to_onnx(model, buf, **options)
+        return onnx.load_from_string(buf.getvalue())
+    raw = Path(work_dir) / "raw.onnx"
+    torch_to_onnx(model, raw, **options)
+    return onnx.load(str(raw))
+
+
 def torch_to_onnx(model, path, *, opset: int = 17, output_kind: str = "logits", batch="dynamic",
                   static_hw=None) -> None:
-    """Run torch's exporter (TorchScript-based, ``dynamo=False``) into ``path``; no metadata."""
+    """Run torch's exporter (TorchScript-based, ``dynamo=False``) into ``path`` (a file path or
+    a binary file object); no metadata."""
     import torch
 
     head = _Head.build(model, output_kind)
@@ -175,7 +198,7 @@ def torch_to_onnx(model, path, *, opset: int = 17, output_kind: str = "logits", 
         warnings.simplefilter("ignore")  # the TorchScript exporter's DeprecationWarning, tracer warnings
         with torch.no_grad():
             torch.onnx.export(
-                head, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[out_name],
+                head, (dummy,), path if hasattr(path, "write") else str(path), input_names=[INPUT_NAME], output_names=[out_name],
                 opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
             )
 
@@ -409,10 +432,8 @@ def export_onnx(
     )
 
     with tempfile.TemporaryDirectory(prefix="fcn-export-") as work:
-        raw = Path(work) / "raw.onnx"
         log.info("exporting %s/%s (%d classes) to ONNX opset %d", info.arch, info.backbone, info.num_classes, opset)
-        torch_to_onnx(model, raw, opset=opset, output_kind=output_kind, batch=batch, static_hw=static_hw)
-        proto = onnx.load(str(raw))
+        proto = torch_to_proto(model, work, opset=opset, output_kind=output_kind, batch=batch, static_hw=static_hw)
         log.info("torch export: %.1f s", time.perf_counter() - t0)
 
         if precision == "fp16":

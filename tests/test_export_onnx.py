@@ -132,6 +132,22 @@ def test_probs_output_sums_to_one(tmp_path, r18):
     assert ModelInfo.from_metadata({p.key: p.value for p in onnx.load(str(out)).metadata_props}).output_name == "probs"
 
 
+def test_export_through_a_file_gives_the_same_graph_as_in_memory(tmp_path, r18, monkeypatch):
+    """Weights over IN_MEMORY_EXPORT_BYTES go through a file (protobuf's 2 GB limit); both ways
+    give the same graph and weights."""
+    from fcn_deploy.export import onnx_export
+
+    seen = []
+    real = onnx_export.torch_to_onnx
+    monkeypatch.setattr(onnx_export, "torch_to_onnx", lambda model, path, **kw: (seen.append(path), real(model, path, **kw))[1])
+    a = onnx_export.torch_to_proto(r18[0], tmp_path)
+    monkeypatch.setattr(onnx_export, "IN_MEMORY_EXPORT_BYTES", 0)
+    b = onnx_export.torch_to_proto(r18[0], tmp_path)
+    assert hasattr(seen[0], "write") and seen[1] == tmp_path / "raw.onnx"
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {t.name: t.raw_data for t in b.graph.initializer}
+
+
 def test_static_and_fixed_batch_export(tmp_path, r18):
     out = export_onnx(r18, tmp_path / "s.onnx", batch=2, static_hw=(97, 131), verify=False)
     m = onnx.load(str(out))

@@ -28,7 +28,7 @@ from import_parity import (  # noqa: E402
 
 from fcn_deploy.errors import FcnError  # noqa: E402
 from fcn_deploy.export.cli import main as export_main  # noqa: E402
-from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from fcn_deploy.training.checkpoint import load_checkpoint  # noqa: E402
 from fcn_deploy.training.importers import ImportOptions, get_importer  # noqa: E402
 from fcn_deploy.training.importers.caffe import parse_caffemodel  # noqa: E402
 from fcn_deploy.training.importers.cli import main as import_main  # noqa: E402
@@ -140,47 +140,48 @@ def _reference(m):
 
 
 @pytest.fixture(scope="module")
-def imported(atonce_model, tmp_path_factory):
-    """fcn-import's checkpoint of the caffemodel and what it printed."""
+def converted(atonce_model):
+    """The caffe importer's result for the caffemodel, in memory (fcn-import's own path from
+    file to checkpoint is run by the CLI tests below on small nets, by test_import_torchfcn on a
+    full VGG16, and by the slow ONNX test here: a 538 MB checkpoint write and read cost seconds)."""
     _, _, path = atonce_model
-    ck = tmp_path_factory.mktemp("imported") / "m.pt"
-    import io
-    from contextlib import redirect_stdout
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert import_main([str(path), str(ck)]) == 0
-    return ck, buf.getvalue()
+    return get_importer("caffe").convert(path.read_bytes(), ImportOptions(source_path=str(path)))
 
 
-def test_caffemodel_matches_torchfcn_forward(atonce_model, imported):
+def test_caffemodel_matches_torchfcn_forward(atonce_model, converted):
     """The imported model in PyTorch against the reference's forward at 97x131, batch 1 and 2
     (the ONNX leg: test_caffemodel_onnx_matches_torchfcn_forward, slow)."""
+    from fcn_deploy.training.registry import build_model
+
     m, _, _ = atonce_model
-    ck, out = imported
-    assert "--from caffe" in out
-    c = load_checkpoint(ck)
-    assert (c["model"]["arch"], c["model"]["num_classes"]) == ("fcn8s-atonce", 21)
-    assert c["info"]["channel_order"] == "BGR" and c["import"]["source_format"] == "caffe"
-    assert any("Scale" in n for n in c["import"]["notes"])
-    model, _, _ = model_from_checkpoint(ck)
+    imp = converted
+    assert (imp.arch, imp.backbone, imp.num_classes) == ("fcn8s-atonce", "vgg16", 21)
+    assert imp.info_defaults["channel_order"] == "BGR"
+    assert any("Scale" in n for n in imp.notes)
+    model = build_model(imp.arch, imp.backbone, imp.num_classes, **imp.build_options)
+    model.load_state_dict(imp.state_dict, strict=True)
     print(check_torch_against(model.eval(), _reference(m), SIZES_FAST))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_caffemodel_onnx_matches_torchfcn_forward(atonce_model, imported, tmp_path):
-    """Slow: a 538 MB VGG16 export (~20 s on 2 cores) and three sizes; the default run checks the
-    import in PyTorch and the VGG16 export on its own (test_export_onnx)."""
-    m, _, _ = atonce_model
-    onnx_path = tmp_path / "m.onnx"
-    assert export_main([str(imported[0]), str(onnx_path), "--no-verify"]) == 0
+def test_caffemodel_onnx_matches_torchfcn_forward(atonce_model, tmp_path, capsys):
+    """Slow: fcn-import to a 538 MB checkpoint, a VGG16 export (~20 s on 2 cores) and three
+    sizes; the default run checks the import in PyTorch and the VGG16 export on its own
+    (test_export_onnx)."""
+    m, _, path = atonce_model
+    ck, onnx_path = tmp_path / "m.pt", tmp_path / "m.onnx"
+    assert import_main([str(path), str(ck)]) == 0
+    assert "--from caffe" in capsys.readouterr().out
+    c = load_checkpoint(ck)
+    assert c["info"]["channel_order"] == "BGR" and c["import"]["source_format"] == "caffe"
+    assert export_main([str(ck), str(onnx_path), "--no-verify"]) == 0
     print(check_onnx_against(onnx_path, _reference(m), SIZES_ALL))
 
 
-def test_parsed_tensors_equal_encoded(atonce_model):
-    _, state, path = atonce_model
-    imp = get_importer("caffe").convert(path.read_bytes(), ImportOptions(source_path=str(path)))
+def test_parsed_tensors_equal_encoded(atonce_model, converted):
+    _, state, _ = atonce_model
+    imp = converted
     assert imp.arch == "fcn8s-atonce" and imp.num_classes == 21
     assert torch.equal(imp.state_dict["backbone.features.0.weight"], state["conv1_1.weight"])
     assert torch.equal(imp.state_dict["backbone.features.28.bias"], state["conv5_3.bias"])
