@@ -55,7 +55,9 @@ def atonce(tmp_path_factory):
     d = tmp_path_factory.mktemp("tfcn")
     m = torchfcn_model("FCN8sAtOnce", 21)
     torch.save(trainer_dict(m), d / "checkpoint.pth.tar")
-    torch.save(m.state_dict(), d / "fcn8s_plain.pth")
+    # A plain state_dict with FCN-8s' keys: the arch is refused from the keys, before any tensor
+    # is read, so small tensors stand in for the 538 MB of weights.
+    torch.save({k: torch.zeros(1) for k in m.state_dict()}, d / "fcn8s_plain.pth")
     return m, d
 
 
