@@ -114,8 +114,12 @@ def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, monkeypatch):
     assert a["score_fr.weight"].abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    """Slow (a second process importing torch, ~7 s): the default run keeps the same bit-exact
+    resume comparison after an interrupt (test_ctrl_c_then_resume_gives_identical_weights) and a
+    hard kill in the middle of a checkpoint write (test_killed_checkpoint_write_keeps_the_old_file)."""
     out = tmp_path / "k.pt"
     last = last_path_for(out)
     argv = ["--format", "synthetic", "--synthetic-size", "32x32", "--synthetic-count", "8x4", "--epochs", "3",
