@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from fcn_deploy.errors import FcnError
-from fcn_deploy.onnx_info import _fields, _Malformed, _str
+from fcn_deploy.onnx_info import _fields, _Malformed, _str, _varint
 from fcn_deploy.training.importers import Imported, Importer, ImportOptions, register_importer
 from fcn_deploy.training.importers.torchfcn import ARCH_TO_CLASS, TRUNK, arch_candidates, convert_flat
 
@@ -50,18 +50,10 @@ class CaffeLayer:
 
 
 def _packed_varints(buf) -> List[int]:
-    out, pos, n = [], 0, len(buf)
-    while pos < n:
-        v, shift = 0, 0
-        while True:
-            if pos >= n:
-                raise _Malformed("truncated packed varint")
-            b = buf[pos]
-            pos += 1
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
+    """A packed repeated int64 field (BlobShape.dim) with onnx_info's varint reader."""
+    out, pos = [], 0
+    while pos < len(buf):
+        v, pos = _varint(buf, pos)
         out.append(v - (1 << 64) if v >= 1 << 63 else v)
     return out
 
