@@ -57,6 +57,16 @@ def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> to
     return torch.from_numpy(weight)
 
 
+def init_resnet_(module: nn.Module) -> None:
+    """torchvision's ResNet init: He-normal (fan_out) convolutions, BatchNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _deconv(n: int, kernel: int, stride: int, padding: int = 0, learnable: bool = False) -> nn.ConvTranspose2d:
     layer = nn.ConvTranspose2d(n, n, kernel, stride=stride, padding=padding, bias=False)
     with torch.no_grad():
@@ -184,12 +194,7 @@ class ResNetBackbone(nn.Module):
             layer = [BasicBlock(inplanes, planes, stride)] + [BasicBlock(planes, planes) for _ in range(blocks - 1)]
             inplanes = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_(self)
         # Zero-init the last BN of each residual branch (torchvision's zero_init_residual):
         # helps from-scratch training.
         for m in self.modules():

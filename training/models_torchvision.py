@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fcn_deploy.errors import FcnError
-from fcn_deploy.training.models import BasicBlock
+from fcn_deploy.training.models import BasicBlock, init_resnet_
 
 BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 BACKBONES = ("resnet50", "resnet101", "resnet-custom")
@@ -135,12 +135,7 @@ class DilatedResNet(nn.Module):
             layer += [Block(inplanes, planes, width=width, dilation=dil, expansion=expansion) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
         self.out_channels = inplanes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_(self)
 
     def forward(self, x) -> Dict[str, torch.Tensor]:
         if self.deep_stem:
