@@ -120,13 +120,19 @@ def check_torch_against(model, reference_fn, sizes, batches=(1,), seed=0, input_
     run's check of a full-size VGG16 import: the ONNX leg is the exporter's, tested on its own).
     Batch 1 by default: batching is the exported graph's question (its dynamic axis), checked
     by check_onnx_against; in eval mode a PyTorch FCN computes each image of a batch on its own."""
+    return _check_against(torch_fn(model), reference_fn, sizes, batches, seed, input_fn)
+
+
+def torch_fn(model):
+    """A PyTorch model as a function of a float32 NCHW array (no grad) -> numpy logits: the
+    reference side of every parity check, and the imported side of check_torch_against."""
     import torch
 
-    def run(x):
+    def fn(x):
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
 
-    return _check_against(run, reference_fn, sizes, batches, seed, input_fn)
+    return fn
 
 
 def _check_against(run, reference_fn, sizes, batches, seed, input_fn):

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from import_parity import (  # noqa: E402
-    SIZES_ALL, SIZES_FAST, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torchfcn_missing_reason,
+    SIZES_ALL, SIZES_FAST, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torch_fn, torchfcn_missing_reason,
 )
 
 from fcn_deploy.errors import FcnError  # noqa: E402
@@ -132,13 +132,6 @@ def atonce_model(tmp_path_factory):
     return m, state, path
 
 
-def _reference(m):
-    def ref(x):
-        with torch.no_grad():
-            return m(torch.from_numpy(x)).numpy()
-    return ref
-
-
 @pytest.fixture(scope="module")
 def converted(atonce_model):
     """The caffe importer's result for the caffemodel, in memory (fcn-import's own path from
@@ -160,7 +153,7 @@ def test_caffemodel_matches_torchfcn_forward(atonce_model, converted):
     assert any("Scale" in n for n in imp.notes)
     model = build_model(imp.arch, imp.backbone, imp.num_classes, **imp.build_options)
     model.load_state_dict(imp.state_dict, strict=True)
-    print(check_torch_against(model.eval(), _reference(m), SIZES_FAST))
+    print(check_torch_against(model.eval(), torch_fn(m), SIZES_FAST))
 
 
 @pytest.mark.slow
@@ -176,7 +169,7 @@ def test_caffemodel_onnx_matches_torchfcn_forward(atonce_model, tmp_path, capsys
     c = load_checkpoint(ck)
     assert c["info"]["channel_order"] == "BGR" and c["import"]["source_format"] == "caffe"
     assert export_main([str(ck), str(onnx_path), "--no-verify"]) == 0
-    print(check_onnx_against(onnx_path, _reference(m), SIZES_ALL))
+    print(check_onnx_against(onnx_path, torch_fn(m), SIZES_ALL))
 
 
 def test_parsed_tensors_equal_encoded(atonce_model, converted):

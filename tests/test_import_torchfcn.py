@@ -19,7 +19,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from import_parity import (  # noqa: E402
-    SIZES_ALL, SIZES_FAST, caffe_input, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torchfcn_missing_reason,
+    SIZES_ALL, SIZES_FAST, caffe_input, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torch_fn,
+    torchfcn_missing_reason,
 )
 
 from fcn_deploy.export.cli import main as export_main  # noqa: E402
@@ -34,13 +35,6 @@ def torchfcn_model(cls_name: str, n_class: int = 21, seed: int = 0):
     m = getattr(load_torchfcn(), cls_name)(n_class=n_class)
     randomize_(m, seed)
     return m.eval()
-
-
-def reference(model):
-    def fn(x):
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
-    return fn
 
 
 def trainer_dict(model):
@@ -87,7 +81,7 @@ def test_trainer_dict_fcn8s_atonce_matches_torchfcn(atonce, tmp_path, capsys):
     # The imported model against torchfcn's own forward; the ONNX leg of every class runs in
     # test_every_torchfcn_class_all_sizes (slow: a 538 MB VGG16 export costs ~20 s on 2 cores).
     model, _, _ = model_from_checkpoint(ck)
-    print(check_torch_against(model.eval(), reference(m), SIZES_FAST))
+    print(check_torch_against(model.eval(), torch_fn(m), SIZES_FAST))
 
 
 def test_plain_state_dict_needs_arch(atonce, tmp_path, capsys):
@@ -124,7 +118,7 @@ def test_wrong_arch_gives_other_logits(atonce, tmp_path):
     x = caffe_input(1, 64, 80)
     with torch.no_grad():
         ours = model(torch.from_numpy(x)).numpy()
-    ref = reference(m)(x)
+    ref = torch_fn(m)(x)
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) > 1e-2
 
 
@@ -147,5 +141,5 @@ def test_every_torchfcn_class_all_sizes(arch, tmp_path):
     extra = ["--arch", arch] if arch.startswith("fcn8s") else []
     assert import_main([str(src), str(ck), "--from", "torchfcn", *extra]) == 0
     assert export_main([str(ck), str(onnx_path), "--no-verify"]) == 0
-    rows = check_onnx_against(onnx_path, reference(m), SIZES_ALL)
+    rows = check_onnx_against(onnx_path, torch_fn(m), SIZES_ALL)
     print(arch, rows)
