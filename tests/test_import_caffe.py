@@ -23,7 +23,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from import_parity import (  # noqa: E402
-    SIZES_ALL, SIZES_FAST, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torch_fn, torchfcn_missing_reason,
+    SIZES_ALL, SIZES_FAST, check_onnx_against, check_torch_against, load_torchfcn, randomize_, torch_fn,
+    torchfcn_missing_reason,
 )
 
 from fcn_deploy.errors import FcnError  # noqa: E402
