@@ -138,7 +138,7 @@ def _check_args(opset, precision, output_kind, batch, static_hw):
     return batch, static_hw
 
 
-def _check_output_path(output: Path) -> None:
+def _check_output_path(output: Path, *, warn_suffix: bool = True) -> None:
     parent = output.parent if str(output.parent) else Path(".")
     if output.is_dir():
         raise FcnError(f"output is a folder: {output}")
@@ -146,7 +146,7 @@ def _check_output_path(output: Path) -> None:
         raise FcnError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise FcnError(f"output folder is not writable: {parent}")
-    if output.suffix.lower() != ".onnx":
+    if warn_suffix and output.suffix.lower() != ".onnx":
         log.warning("output %s does not end in .onnx", output)
 
 
@@ -234,7 +234,7 @@ def check_onnx_file(path) -> None:
         raise FcnError(f"ONNX check failed for {path}: {first_line(e)[:300]}") from None
 
 
-def save_onnx_atomic(model, output, *, check=None) -> Path:
+def save_onnx_atomic(model, output, *, check=None, warn_suffix: bool = True) -> Path:
     """Save ``model`` at ``output`` atomically; external data ``<name>.data`` beside it when the
     tensors exceed :data:`EXTERNAL_DATA_THRESHOLD`.
 
@@ -245,7 +245,7 @@ def save_onnx_atomic(model, output, *, check=None) -> Path:
     import onnx
 
     output = Path(output)
-    _check_output_path(output)
+    _check_output_path(output, warn_suffix=warn_suffix)
     parent = output.parent if str(output.parent) else Path(".")
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix="." + output.name + ".", suffix=".tmp", dir=parent))
@@ -536,7 +536,7 @@ def export_onnx(
                     + " (nothing written; --no-verify skips this check)"
                 )
 
-        save_onnx_atomic(proto, output, check=check)
+        save_onnx_atomic(proto, output, check=check, warn_suffix=False)  # export_onnx warned at its start
     log.info("wrote %s in %.1f s", output, time.perf_counter() - t0)
     return output
 
